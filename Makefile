@@ -1,0 +1,43 @@
+# The two commands a newcomer needs (README.md): `make site` and `make test`.
+# Everything runs inside .venv, created here from requirements.txt on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: site test venv browser lint bench bundle clean
+
+## site: build the book (executes every chapter; the execution cache makes rebuilds fast) into _build/html
+site: venv
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+## test: the whole test suite; it builds the site and opens every page in headless Chromium
+test: venv browser
+	$(BIN)/python -m pytest
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+## browser: Debian's chromium and chromedriver for the site's tests (nothing downloads its own browser)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium chromium-driver; fi
+
+lint: venv
+	$(BIN)/ruff check tricksref grader tests benchmarks
+
+## bench: the timing scripts; each prints median ratios against its baseline, measured in the same run
+bench: venv
+	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf _build

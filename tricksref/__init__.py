@@ -1,0 +1,54 @@
+"""tricksref: reference implementations of the practical tricks for training CNNs.
+
+One module per trick (see ../DESIGN.md). Names are resolved lazily so that ``import tricksref`` stays cheap
+(the grader imports it once per process) and a module is loaded only when one of its names is first used.
+
+Example::
+
+    import tricksref as tr
+    y = tr.local_response_norm(x, size=5, convention="alexnet")
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    # rescaling
+    "Standardizer": "standardize",
+    "standardize": "standardize",
+    # local response normalization
+    "local_response_norm": "lrn",
+    "LocalResponseNorm": "lrn",
+    # batch normalization
+    "batch_norm": "batchnorm",
+    "BatchNorm1d": "batchnorm",
+    "BatchNorm2d": "batchnorm",
+    # dropout
+    "dropout": "dropout",
+    "Dropout": "dropout",
+}
+
+_SUBMODULES = (
+    "standardize", "lrn", "batchnorm", "dropout", "augment", "regularization", "schedules",
+    "label_smoothing", "models", "data", "finetune", "train", "bag_of_tricks",
+)
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tricksref' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
