@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     # dropout
     "dropout": "dropout",
     "Dropout": "dropout",
+    # label smoothing
+    "smooth_one_hot": "label_smoothing",
 }
 
 _SUBMODULES = (

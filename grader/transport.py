@@ -1,0 +1,130 @@
+"""Data, not objects: what crosses between the grader and a student's process.
+
+A message is a tree of plain values: ``None``, ``bool``, ``int``, ``float``, ``str``, numpy arrays and torch
+tensors (any dtype torch has, bfloat16 included), lists, tuples and dicts with string keys. ``encode`` writes
+it as one ``.npz`` archive: a JSON manifest for the tree and one array per leaf. ``decode`` reads it back with
+``allow_pickle=False``, so no bytes from a student's process can ever become code or an object of the
+student's choosing in the grader: a tensor comes back as a plain ``torch.Tensor`` on the CPU, whatever class
+the student returned.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["encode", "decode", "TransportError", "MAX_MESSAGE_BYTES"]
+
+#: a decoded message may not hold more than this many bytes of arrays (a student could send a zip bomb)
+MAX_MESSAGE_BYTES = 512 * 2**20
+_MAX_DEPTH = 32
+_MAX_LEAVES = 100_000
+
+# torch dtypes numpy cannot hold are sent as raw bits of the same width
+_BITS = {torch.bfloat16: torch.int16, torch.float8_e4m3fn: torch.int8, torch.float8_e5m2: torch.int8}
+_BY_NAME = {str(d).removeprefix("torch."): d for d in
+            (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16,
+             torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+             torch.float8_e4m3fn, torch.float8_e5m2)}
+
+
+class TransportError(ValueError):
+    """A message is not plain data, or is malformed or too large."""
+
+
+def encode(value: Any) -> bytes:
+    """Serialize a tree of plain values (see module doc) to bytes; raise TransportError on anything else."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def walk(v, depth):
+        if depth > _MAX_DEPTH:
+            raise TransportError("message nested too deeply")
+        if v is None or isinstance(v, (bool, str)):
+            return {"v": v}
+        if isinstance(v, (int, np.integer)):
+            return {"i": str(int(v))}  # as text: JSON loses ints above 2**53
+        if isinstance(v, (float, np.floating)):
+            f = float(v)
+            return {"f": f if math.isfinite(f) else repr(f)}
+        if isinstance(v, torch.Tensor):
+            t = torch.Tensor.detach(v).cpu().contiguous()
+            if t.dtype not in _BY_NAME.values():
+                raise TransportError(f"tensor dtype {t.dtype} cannot be sent")
+            raw = t.view(_BITS[t.dtype]) if t.dtype in _BITS else t
+            key = f"a{len(arrays)}"
+            arrays[key] = raw.numpy()
+            return {"t": key, "dtype": str(t.dtype).removeprefix("torch.")}
+        if isinstance(v, np.ndarray):
+            if v.dtype.hasobject:
+                raise TransportError("arrays of Python objects cannot be sent")
+            key = f"a{len(arrays)}"
+            arrays[key] = np.ascontiguousarray(v)
+            return {"n": key}
+        if isinstance(v, (list, tuple)):
+            return {"l" if isinstance(v, list) else "u": [walk(x, depth + 1) for x in v]}
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise TransportError("dict keys must be strings")
+            return {"d": {k: walk(x, depth + 1) for k, x in v.items()}}
+        raise TransportError(f"a value of type {type(v).__name__} is not plain data")
+
+    manifest = json.dumps(walk(value, 0)).encode()
+    buf = io.BytesIO()
+    np.savez(buf, __manifest__=np.frombuffer(manifest, dtype=np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
+    """Inverse of ``encode``. Never unpickles; rejects archives that would inflate past ``max_bytes``."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            if sum(i.file_size for i in zf.infolist()) > max_bytes:
+                raise TransportError(f"message larger than {max_bytes} bytes")
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        manifest = json.loads(bytes(npz["__manifest__"]).decode())
+        arrays = {k: npz[k] for k in npz.files if k != "__manifest__"}
+    except TransportError:
+        raise
+    except Exception as exc:  # a malformed archive: zip, npy or JSON errors
+        raise TransportError(f"malformed message: {type(exc).__name__}: {exc}") from None
+    leaves = 0
+
+    def build(node, depth):
+        nonlocal leaves
+        leaves += 1
+        if depth > _MAX_DEPTH or leaves > _MAX_LEAVES or not isinstance(node, dict) or len(node) < 1:
+            raise TransportError("malformed message")
+        tag = next(iter(node))
+        body = node[tag]
+        if tag == "v":
+            if body is not None and not isinstance(body, (bool, str)):
+                raise TransportError("malformed message")
+            return body
+        if tag == "i":
+            return int(body)
+        if tag == "f":
+            return float(body)
+        if tag == "t":
+            dtype = _BY_NAME.get(node.get("dtype"))
+            if dtype is None or body not in arrays:
+                raise TransportError("malformed tensor in message")
+            t = torch.from_numpy(np.array(arrays[body]))
+            return t.view(dtype) if dtype in _BITS else t.to(dtype)
+        if tag == "n":
+            if body not in arrays:
+                raise TransportError("malformed array in message")
+            return np.array(arrays[body])
+        if tag in ("l", "u"):
+            items = [build(x, depth + 1) for x in body]
+            return items if tag == "l" else tuple(items)
+        if tag == "d":
+            return {str(k): build(x, depth + 1) for k, x in body.items()}
+        raise TransportError(f"unknown tag {tag!r} in message")
+
+    return build(manifest, 0)
