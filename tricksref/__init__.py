@@ -32,6 +32,20 @@ _EXPORTS: dict[str, str] = {
     "Dropout": "dropout",
     # label smoothing
     "smooth_one_hot": "label_smoothing",
+    "label_smoothing_cross_entropy": "label_smoothing",
+    "LabelSmoothingCrossEntropy": "label_smoothing",
+    # regularization / weight decay
+    "l2_penalty": "regularization",
+    "weight_decay_groups": "regularization",
+    "decoupled_weight_decay_": "regularization",
+    # stagewise / restart training and schedules
+    "sgd": "schedules",
+    "stagewise_sgd": "schedules",
+    "StagewiseLR": "schedules",
+    "LinearWarmupLR": "schedules",
+    "CosineLR": "schedules",
+    "SGDR": "schedules",
+    "scaled_lr": "schedules",
 }
 
 _SUBMODULES = (
