@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +248,11 @@ def test_standardize_errors():
         Standardizer().fit(np.array(1.0))
     with pytest.raises(TypeError, match="x_test"):
         standardize(x, "not an array")
+
+
+def test_standardize_public_name_callable_after_the_submodule_is_imported():
+    # `from tricksref import Standardizer` imports the submodule, which binds tricksref.standardize to it
+    code = ("import numpy as np\nfrom tricksref import Standardizer\nimport tricksref\n"
+            "a, b = tricksref.standardize(np.array([[1.0], [3.0]]), np.array([[2.0]]))\n"
+            "assert np.allclose(a.ravel(), [-1, 1]) and np.allclose(b.ravel(), [0])\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
