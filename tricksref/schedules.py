@@ -79,7 +79,7 @@ def _stage_lrs(stage_lrs, name: str = "stage_lrs") -> list[float]:
 
 def _iters_per_stage(iters_per_stage, num_stages: int) -> list[int]:
     """One T_s per stage: an int is repeated S times, a sequence must have S entries."""
-    if isinstance(iters_per_stage, numbers.Integral) or isinstance(iters_per_stage, bool):
+    if isinstance(iters_per_stage, numbers.Integral):  # bool included: rejected by _positive_int
         return [_positive_int(iters_per_stage, "iters_per_stage")] * num_stages
     if isinstance(iters_per_stage, (str, bytes)) or not hasattr(iters_per_stage, "__iter__"):
         raise TypeError(f"iters_per_stage: expected a positive integer T or a sequence of {num_stages} "
