@@ -1,10 +1,10 @@
 """Read a student's notebook without running it: which assignment it is, and the code the grader runs.
 
-The notebook is parsed as JSON (nbformat, no kernel). Its graded code is, in notebook order, the code cells
-that nbgrader's metadata marks as solutions (``solution: true``) and the locked read-only cells the assignment
-provides (``locked: true, solution: false, grade: false``, e.g. the imports). Test cells (``grade: true``
-without ``solution``) and cells without nbgrader metadata (the student's scratch cells, the self-check
-``check(...)``) are not run: scores come from the grader's suites, never from the notebook.
+The notebook is parsed as JSON (no kernel, nothing executed). Its graded code is, in notebook order, the
+code cells that nbgrader's metadata marks as solutions (``solution: true``) and the locked read-only cells
+the assignment provides (``locked: true, solution: false, grade: false``, e.g. the imports). Test cells
+(``grade: true`` without ``solution``) and cells without nbgrader metadata (the student's scratch cells, the
+self-check ``check(...)``) are not run: scores come from the grader's suites, never from the notebook.
 
 A notebook that cannot be read (missing, not JSON, not a notebook, no cells) raises ``NotebookError`` with a
 message meant for the student; the grader turns it into a score of 0, never a crash.
@@ -29,10 +29,12 @@ class NotebookError(ValueError):
     """The notebook cannot be graded as such; ``str(exc)`` is the message for the student."""
 
 
-def read(path: str | os.PathLike):
-    """Parse ``path`` as a version-4 notebook (``nbformat.NotebookNode``) or raise ``NotebookError``."""
-    import nbformat
+def read(path: str | os.PathLike) -> dict:
+    """Parse ``path`` as a Jupyter notebook (format 4: a dict with a ``cells`` list) or raise NotebookError.
 
+    Plain JSON, checked by hand: importing nbformat costs seconds (its JSON-schema validator compiles
+    grammars at import), more than grading a notebook. An old format-3 notebook is upgraded with nbformat.
+    """
     try:
         size = os.path.getsize(path)
         if size > MAX_BYTES:
@@ -45,8 +47,7 @@ def read(path: str | os.PathLike):
     except OSError as exc:
         raise NotebookError(f"the notebook file could not be read: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise NotebookError("the notebook file is not UTF-8 text, so it is not a Jupyter notebook") from None
     except json.JSONDecodeError as exc:
@@ -54,18 +55,27 @@ def read(path: str | os.PathLike):
                             f"{exc.msg}): it may have been edited outside Jupyter or cut short") from None
     except RecursionError:
         raise NotebookError("the notebook file is not a Jupyter notebook (JSON nested too deeply)") from None
+    if isinstance(data, dict) and data.get("nbformat") == 3 and "worksheets" in data:
+        data = _upgrade(data)
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise NotebookError("the file is JSON but not a Jupyter notebook (it has no list of cells)")
     if not data["cells"]:
         raise NotebookError("the notebook has no cells")
+    if not all(isinstance(c, dict) for c in data["cells"]):
+        raise NotebookError("the notebook's cells are broken (a cell is not a JSON object)")
+    if not isinstance(data.get("metadata", {}), dict):
+        data["metadata"] = {}
+    return data
+
+
+def _upgrade(data: dict) -> dict:
+    import nbformat
+
     try:
-        nb = nbformat.reads(text, as_version=4)
-    except Exception as exc:  # nbformat's own errors: a notebook whose structure is broken
-        raise NotebookError(f"the file is not a readable Jupyter notebook: {type(exc).__name__}: "
-                            f"{str(exc)[:300]}") from None
-    if not getattr(nb, "cells", None):
-        raise NotebookError("the notebook has no cells")
-    return nb
+        return json.loads(nbformat.writes(nbformat.reads(json.dumps(data), as_version=4)))
+    except Exception as exc:  # noqa: BLE001
+        raise NotebookError(f"the notebook is in the old format 3 and could not be converted: "
+                            f"{type(exc).__name__}") from None
 
 
 def _candidates(nb, path) -> list[str]:
@@ -135,7 +145,7 @@ def is_graded(cell) -> bool:
 
 def graded_cells(nb) -> list[tuple[int, str]]:
     """``[(cell number, source), ...]`` of the graded code cells, numbered from 1 in the notebook's order."""
-    return [(i, _without_magics(_source(c))) for i, c in enumerate(nb.cells, 1) if is_graded(c)]
+    return [(i, _without_magics(_source(c))) for i, c in enumerate(nb["cells"], 1) if is_graded(c)]
 
 
 def extract_cells(path, known: Iterable[str] | None = None) -> tuple[str | None, list[tuple[int, str]]]:
