@@ -140,18 +140,27 @@ def test_bn_float_dtypes_on_device(device, dtype):
                      **tol)
 
 
-def test_bn_float32_accurate_when_mean_dominates():
-    # |mu| = 50 sigma: computing sigma^2 as E[x^2] - mu^2, or sum(g x-hat) as rstd (sum(g x) - mu sum(g)),
-    # loses several digits in float32; centring first keeps ours as close to float64 as torch's kernel is
-    x, g, w, b, rm, rv = _data((32, 8, 16, 16), seed=5, offset=50.0)
+@pytest.mark.parametrize("seed", range(4))
+def test_bn_float32_as_accurate_as_torch_when_mean_dominates(seed):
+    # |mu| = 100 sigma. sigma^2 as E[x^2] - mu^2, or sum(g x-hat) as rstd (sum(g x) - mu sum(g)), or a mean
+    # that drifts by a few ulps: each costs digits in float32. Ours stays as near float64 as torch's kernel
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(64, 4, 16, 16, generator=gen, dtype=torch.float64) + 100.0).float().double()
+    g = torch.randn(64, 4, 16, 16, generator=gen, dtype=torch.float64).float().double()
+    w, b = torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    rm, rv = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
     kw = dict(training=True, momentum=0.1, eps=1e-5)
-    exact = _run(F.batch_norm, x, g, w, b, rm, rv, **kw)
-    args32 = [t.float() for t in (x, g, w, b, rm, rv)]
-    for name, fn in (("ours", batch_norm), ("torch", F.batch_norm)):
-        got = _run(fn, *args32, **kw)
-        for key, want in exact.items():
-            err = ((got[key].double() - want).abs().max() / want.abs().max()).item()
-            assert err < 2e-5, f"{name} {key}: relative error {err:.1e} against float64"
+    exact = _run(F.batch_norm, x, g, w, b, rm, rv, **kw)  # float64 on the float32 values
+
+    def errors(fn):
+        got = _run(fn, *(t.float() for t in (x, g, w, b, rm, rv)), **kw)
+        err = {k: ((got[k].double() - v).abs().max() / v.abs().max()).item() for k, v in exact.items()}
+        err["dw"] = ((got["dw"].double() - exact["dw"]).abs() / exact["dw"].abs()).max().item()  # per channel
+        return err
+
+    ours, ref = errors(batch_norm), errors(F.batch_norm)
+    for key in exact:
+        assert ours[key] <= 2.5 * ref[key] + 1e-6, (key, ours[key], ref[key])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

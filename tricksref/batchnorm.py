@@ -64,6 +64,18 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _REDUCED_PRECISION else dtype
 
 
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum an (N, C, *) tensor over every axis but C, in one pass and almost as accurately as a float64 sum.
+
+    Each sample's spatial sum is short and accumulated in t's dtype; the N partial sums, an (N, C) tensor,
+    are added in float64. A float32 sum straight over (N, *) drifts by several ulps once the total is large,
+    and these sums feed mu_B and sum(g x-hat), where a drift of the mean is amplified by |mu| / sigma.
+    """
+    if t.dim() == 2:
+        return t.sum(0)
+    return t.sum(tuple(range(2, t.dim()))).sum(0, dtype=torch.float64).to(t.dtype)  # (N, C) -> (C,)
+
+
 class _BatchNormFunction(torch.autograd.Function):
     """y = gamma * x-hat + beta with the closed-form backward of the BN paper (see the module docstring).
 
@@ -77,7 +89,6 @@ class _BatchNormFunction(torch.autograd.Function):
         acc = _acc_dtype(x.dtype)
         xa = x if x.dtype == acc else x.to(acc)
         C = x.shape[1]
-        dims = (0, *range(2, x.dim()))  # every axis but the channel axis
         bshape = (1, C) + (1,) * (x.dim() - 2)  # per-channel vectors broadcast as (1, C, 1, ...)
         m = x.numel() // C if C else 0
         w = None if weight is None else weight.to(acc)
@@ -89,11 +100,11 @@ class _BatchNormFunction(torch.autograd.Function):
             y = torch.empty_like(x)
         else:
             if training:
-                mean = xa.sum(dims).div_(m)  # mu_B
+                mean = _channel_sum(xa).div_(m)  # mu_B
                 # (x - mu_B)^2 in one fused pass; summing the centred squares keeps sigma_B^2 accurate where
                 # E[x^2] - mu^2 would cancel (|mu| >> sigma). The buffer is then reused for y.
                 buf = F.mse_loss(xa, mean.view(bshape).expand_as(xa), reduction="none")
-                var = buf.sum(dims).div_(m)  # sigma_B^2, biased
+                var = _channel_sum(buf).div_(m)  # sigma_B^2, biased
                 if running_mean is not None:
                     unbiased = var * (m / (m - 1))
                     running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
@@ -124,7 +135,6 @@ class _BatchNormFunction(torch.autograd.Function):
         w_dtype, b_dtype = ctx.grad_dtypes
         acc = mean.dtype
         C, m = x.shape[1], ctx.m
-        dims = (0, *range(2, x.dim()))
         bshape = (1, C) + (1,) * (x.dim() - 2)
         if m == 0:
             zeros = torch.zeros(C, dtype=acc, device=x.device)
@@ -133,13 +143,13 @@ class _BatchNormFunction(torch.autograd.Function):
         xa = x if x.dtype == acc else x.to(acc)
         ga = g if g.dtype == acc else g.to(acc)
 
-        sum_g = ga.sum(dims) if (need_db or (need_dx and ctx.training)) else None  # dL/dbeta
+        sum_g = _channel_sum(ga) if (need_db or (need_dx and ctx.training)) else None  # dL/dbeta
         sum_gxhat = buf = None
         if need_dw or (need_dx and ctx.training):
             # sum(g * x-hat) = rstd * sum(g * (x - mu)); centring before the product, not after
             # (sum(g x) - mu sum(g)), keeps it accurate when |mu| >> sigma
             buf = (xa - mean.view(bshape)).mul_(ga)
-            sum_gxhat = buf.sum(dims).mul_(rstd)  # dL/dgamma
+            sum_gxhat = _channel_sum(buf).mul_(rstd)  # dL/dgamma
 
         dx = None
         if need_dx:
