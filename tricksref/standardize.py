@@ -44,14 +44,16 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # numpy has no bfloat16
 
 
-def _normalize_axis(axis, ndim: int) -> tuple[int, ...]:
-    """Axis as a sorted tuple of non-negative ints; None means every axis."""
+def _normalize_axis(axis, ndim: int | None) -> tuple[int, ...]:
+    """Axis as a sorted tuple of non-negative ints; None means every axis. ``ndim=None``: check types only."""
     if axis is None:
-        return tuple(range(ndim))
+        return tuple(range(ndim or 0))
     axes = (axis,) if isinstance(axis, numbers.Integral) and not isinstance(axis, bool) else axis
     if not isinstance(axes, (tuple, list)) or not all(
             isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
         raise TypeError(f"axis: expected an int, a tuple of ints or None, got {axis!r}")
+    if ndim is None:
+        return tuple(axes)
     out = []
     for a in axes:
         if not -ndim <= a < ndim:
@@ -116,8 +118,7 @@ class Standardizer:
     """
 
     def __init__(self, axis=0, eps: float = 1e-6):
-        if axis is not None:
-            _normalize_axis(axis, 10**6)  # type check now; range is checked against the data in fit
+        _normalize_axis(axis, None)  # types now; the range is checked against the data in fit
         self.axis = axis
         self.eps = float(check_number(eps, "eps", low=0.0))
         self.mu = None
