@@ -4,7 +4,7 @@ A graded cell of ``solutions/<assignment>/<assignment>.ipynb`` (nbgrader ``grade
 to the test's ``max_points``) ends with::
 
     from grader.nbgrader_bridge import grade
-    grade("lrn", "test_lrn_inter_values", globals())
+    grade("lrn", "test_lrn_inter_small_input", globals())
 
 ``grade`` runs that test of ``grader.suite`` on the notebook's functions (an in-process submission with the
 assignment's guards in), prints the points and the message, and returns the points as the cell's value.

@@ -5,7 +5,7 @@ shipped to students with the self-check) and ``grader/hidden/<assignment>.py`` (
 student bundle). A test takes the ``Submission`` and is declared with ``@points``::
 
     @points(2, functions=("lrn_inter",))
-    def test_lrn_inter_borders_even_n(sub):
+    def test_lrn_inter_small_input(sub):
         out = sub.run("lrn.forward", fn="lrn_inter", cases=CASES)
         ...                           # raise AssertionError / Partial, or return None for full marks
 

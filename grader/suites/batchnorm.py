@@ -91,7 +91,7 @@ def running_problem(r: dict, c: dict, expected: dict) -> str | None:
         return ("the running statistics did not change after a training forward: update running_mean and "
                 "running_var in place (e.g. running_mean.mul_(1 - momentum).add_(momentum * mean))")
     x, m = c["x"], c["momentum"]
-    dims = [0] + list(range(2, x.dim()))
+    dims = (0, *range(2, x.dim()))  # every axis but the channels
     n = x.numel() // x.shape[1]
     mean, biased = x.mean(dims), x.var(dims, unbiased=False)
     flipped = (m * c["running_mean"] + (1 - m) * mean, m * c["running_var"] + (1 - m) * biased * n / (n - 1))
@@ -109,8 +109,8 @@ def running_problem(r: dict, c: dict, expected: dict) -> str | None:
 
 
 def _stats_shape(x):
-    dims = [0] + list(range(2, x.dim()))
-    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    dims = (0, *range(2, x.dim()))  # every axis but the channels
+    shape = (1, -1) + (1,) * (x.dim() - 2)  # a (C,) vector broadcast over x
     return dims, shape
 
 
