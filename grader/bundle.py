@@ -7,7 +7,8 @@
 - ``tricksref/``: the reference library;
 - ``grader/``: the self-check and the *visible* part of the grading suites (``grader.suite``,
   ``grader.suites``, ``grader.probes``, ``grader.guards``, ``grader.check``, ``grader.nbgrader_bridge`` and
-  the interface they share), so that ``from grader import check`` and the visible graded cells run on a student's machine;
+  the interface they share), so that ``from grader import check`` and the visible graded cells run on a
+  student's machine;
 - ``pyproject.toml``, ``requirements.txt`` and ``README.md`` to install it (``pip install -e OUT``).
 
 Never: ``solutions/``, ``grader/hidden/`` (the hidden tests and the way their cases are drawn), nbgrader's

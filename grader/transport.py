@@ -2,16 +2,16 @@
 
 A message is a tree of plain values: ``None``, ``bool``, ``int``, ``float``, ``str``, numpy arrays and torch
 tensors (any dtype torch has, bfloat16 included), lists, tuples and dicts with string keys. ``encode`` writes
-it as a JSON manifest for the tree (with each array's dtype, shape and place) followed by the arrays' raw bytes.
-``decode`` reads it back without pickle: the manifest is JSON, dtypes come from an allow-list, every array's
-place and size are checked against the message, so no bytes from a student's process can ever become code or
-an object of the student's choosing in the grader: a tensor comes back as a plain ``torch.Tensor`` on the CPU,
-whatever class the student returned.
+it as a JSON manifest for the tree (with each array's dtype, shape and place) followed by the arrays' raw
+bytes. ``decode`` reads it back without pickle: the manifest is JSON, dtypes come from an allow-list, every
+array's place and size are checked against the message, so no bytes from a student's process can ever become
+code or an object of the student's choosing in the grader: a tensor comes back as a plain ``torch.Tensor`` on
+the CPU, whatever class the student returned.
 
-Wire format (version 1): ``b"GRT1"``, the manifest's length (4 bytes, little-endian), the manifest (UTF-8 JSON:
-``{"tree": ..., "arrays": [[dtype, shape, offset, nbytes], ...]}``), then the array bytes. It replaced an
-``.npz`` archive, which cost about 0.25 ms per array to read (numpy parses each header with ``ast``); ``decode``
-still reads that older format.
+Wire format (version 1): ``b"GRT1"``, the manifest's length (4 bytes, little-endian), the manifest (UTF-8
+JSON: ``{"tree": ..., "arrays": [[dtype, shape, offset, nbytes], ...]}``), then the array bytes. It replaced
+an ``.npz`` archive, which cost about 0.25 ms per array to read (numpy parses each header with ``ast``);
+``decode`` still reads that older format.
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def _read(data: bytes, max_bytes: int) -> tuple[dict, dict[str, np.ndarray]]:
             if (not isinstance(offset, int) or not isinstance(nbytes, int) or offset < 0
                     or nbytes != count * dtype.itemsize or offset + nbytes > len(body)):
                 raise TransportError("malformed message: array out of bounds")
-            arrays[f"a{i}"] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape).copy()
+            flat = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+            arrays[f"a{i}"] = flat.reshape(shape).copy()
         return tree, arrays
     except TransportError:
         raise
