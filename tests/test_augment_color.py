@@ -20,7 +20,8 @@ from PIL import Image, ImageEnhance
 
 from tricksref import augment as A
 
-SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=20, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 W = (0.2989, 0.587, 0.114)
 OPS = (A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue)
 
@@ -139,7 +140,8 @@ def _hue_ref(x, f):
     out = torch.empty_like(x)
     for b, i, j in itertools.product(range(x.shape[0]), range(x.shape[2]), range(x.shape[3])):
         h, s, v = colorsys.rgb_to_hsv(*x[b, :, i, j].tolist())
-        out[b, :, i, j] = torch.tensor(colorsys.hsv_to_rgb((h + float(f[b])) % 1.0, s, v), dtype=torch.float64)
+        rgb = colorsys.hsv_to_rgb((h + float(f[b])) % 1.0, s, v)
+        out[b, :, i, j] = torch.tensor(rgb, dtype=torch.float64)
     return out
 
 
@@ -281,7 +283,8 @@ def test_colorjitter_order_is_random_per_image_and_covers_all_orders():
 def test_colorjitter_order_changes_the_result_per_image():
     # brightness x2 then contrast 0 gives mean(gray(clamp(2x))); the other order gives clamp(2 mean(gray(x)))
     x = _images(1, 3, 6, 6).expand(64, 3, 6, 6).contiguous() * 0.8
-    out = A.ColorJitter(brightness=(2.0, 2.0), contrast=(0.0, 0.0))(x, generator=torch.Generator().manual_seed(1))
+    jitter = A.ColorJitter(brightness=(2.0, 2.0), contrast=(0.0, 0.0))
+    out = jitter(x, generator=torch.Generator().manual_seed(1))
     gray = W[0] * x[0, 0] + W[1] * x[0, 1] + W[2] * x[0, 2]
     contrast_last = (W[0] * (2 * x[0, 0]).clamp(max=1) + W[1] * (2 * x[0, 1]).clamp(max=1)
                      + W[2] * (2 * x[0, 2]).clamp(max=1)).mean()
@@ -382,7 +385,8 @@ def test_saturation_and_hue_need_rgb(op):
     (dict(brightness=-0.1), ValueError, "brightness"), (dict(contrast=(1.5, 0.5)), ValueError, "contrast"),
     (dict(saturation=(-0.1, 1.0)), ValueError, "saturation"), (dict(hue=0.6), ValueError, "hue"),
     (dict(hue=(-0.6, 0.1)), ValueError, "hue"), (dict(hue=-0.1), ValueError, "hue"),
-    (dict(brightness="0.4"), TypeError, "brightness"), (dict(contrast=(0.1, 0.2, 0.3)), TypeError, "contrast"),
+    (dict(brightness="0.4"), TypeError, "brightness"),
+    (dict(contrast=(0.1, 0.2, 0.3)), TypeError, "contrast"),
     (dict(generator=1), TypeError, "generator"),
 ])
 def test_colorjitter_rejects_bad_arguments(kwargs, exc, name):
@@ -392,7 +396,8 @@ def test_colorjitter_rejects_bad_arguments(kwargs, exc, name):
 
 @pytest.mark.parametrize("order, exc", [
     (torch.tensor([[0, 1, 2, 3], [0, 0, 2, 3]]), ValueError), (torch.tensor([[0, 1, 2, 3]]), ValueError),
-    (torch.tensor([[0.0, 1, 2, 3], [3, 2, 1, 0]]), TypeError), (torch.tensor([[0, 1, 2, 4], [3, 2, 1, 0]]), ValueError),
+    (torch.tensor([[0.0, 1, 2, 3], [3, 2, 1, 0]]), TypeError),
+    (torch.tensor([[0, 1, 2, 4], [3, 2, 1, 0]]), ValueError),
 ])
 def test_color_jitter_rejects_bad_orders(order, exc):
     with pytest.raises(exc, match=r"^order:"):

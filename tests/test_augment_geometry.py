@@ -20,7 +20,8 @@ from PIL import Image
 from tricksref import augment as A
 from tricksref.augment.geometry import _sample_boxes
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 FLOATS = [torch.float32, torch.float64]
 
 
@@ -127,7 +128,7 @@ def test_resized_crop_per_image_boxes_match_interpolate(device, data, h, w, out_
 
 
 def _pil_resize(plane: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Pillow's bilinear resize of one float plane (mode "F"): antialiased, support widening when shrinking."""
+    """Pillow's bilinear resize of a float plane (mode "F"): antialiased, support widening when shrinking."""
     img = Image.fromarray(plane.to(torch.float32).numpy(), mode="F")
     return torch.from_numpy(np.asarray(img.resize((out_w, out_h), Image.Resampling.BILINEAR)).copy())
 
@@ -160,8 +161,8 @@ def test_resized_crop_without_resizing_is_the_slice(device):
     x = _images(2, 3, 8, 8, device=device)
     assert torch.equal(A.resized_crop(x, 1, 2, 5, 4, (5, 4)), x[:, :, 1:6, 2:6])
     t = torch.tensor([0, 3])
-    torch.testing.assert_close(A.resized_crop(x, t, t, 5, 5, 5), torch.stack([x[0, :, :5, :5], x[1, :, 3:, 3:]]),
-                               rtol=0, atol=1e-6)
+    expected = torch.stack([x[0, :, :5, :5], x[1, :, 3:, 3:]])
+    torch.testing.assert_close(A.resized_crop(x, t, t, 5, 5, 5), expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("box", ["int", "tensor"])
@@ -214,7 +215,8 @@ def test_resized_crop_rejects_bad_arguments(args, exc, name):
         A.resized_crop(_images(2, 3, 8, 8), *args)
 
 
-@pytest.mark.parametrize("x, exc", [(torch.rand(3, 8, 8), ValueError), (torch.rand(1, 1, 3, 8, 8), ValueError),
+@pytest.mark.parametrize("x, exc", [(torch.rand(3, 8, 8), ValueError),
+                                    (torch.rand(1, 1, 3, 8, 8), ValueError),
                                     (torch.zeros(1, 3, 8, 8, dtype=torch.int32), TypeError),
                                     (np.zeros((1, 3, 8, 8)), TypeError)])
 def test_geometry_rejects_bad_images(x, exc):
