@@ -7,6 +7,7 @@ check directly; torch.autograd.gradcheck checks that closed form against finite 
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tricksref
+import tricksref.batchnorm
 from tricksref.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNormFunction, batch_norm
 
 TOL = 1e-10
@@ -436,6 +438,35 @@ def test_bn_module_channels_last_on_device(device):
     ref(xr).backward(g)
     torch.testing.assert_close(xl.grad, xr.grad, atol=TOL, rtol=0)
     torch.testing.assert_close(ours.running_var, ref.running_var, atol=TOL, rtol=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cls_rank=st.sampled_from([(BatchNorm1d, 2), (BatchNorm1d, 3), (BatchNorm2d, 4), (BatchNorm3d, 5)]),
+       batch=st.integers(2, 5), C=st.integers(1, 4), momentum=st.none() | st.floats(0, 1),
+       affine=st.booleans(), track=st.booleans(), steps=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_bn_module_matches_torch_random(cls_rank, batch, C, momentum, affine, track, steps, seed):
+    cls, rank = cls_rank
+    kw = dict(momentum=momentum, affine=affine, track_running_stats=track, dtype=torch.float64)
+    ours, ref = cls(C, **kw), TORCH_MODULES[cls](C, **kw)
+    for mode, n in (("train", steps), ("eval", 1)):
+        ours.train(mode == "train"), ref.train(mode == "train")
+        for step in range(n):
+            x, g = _module_input(cls, rank, seed=seed + step, batch=batch, C=C)
+            xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+            yo, yr = ours(xo), ref(xr)
+            yo.backward(g), yr.backward(g)
+            torch.testing.assert_close(yo, yr, atol=TOL, rtol=0)
+            torch.testing.assert_close(xo.grad, xr.grad, atol=TOL, rtol=0)
+        for (name, got), want in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+            torch.testing.assert_close(got, want, atol=TOL, rtol=0, msg=name)
+        if affine:
+            torch.testing.assert_close(ours.weight.grad, ref.weight.grad, atol=TOL, rtol=0)
+            torch.testing.assert_close(ours.bias.grad, ref.bias.grad, atol=TOL, rtol=0)
+
+
+def test_bn_docstring_examples_run():
+    result = doctest.testmod(tricksref.batchnorm, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 10 and result.failed == 0
 
 
 def test_bn_exported_from_tricksref():

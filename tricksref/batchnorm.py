@@ -273,24 +273,12 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
 
 
 class _BatchNorm(nn.Module):
-    r"""Shared bookkeeping of :class:`BatchNorm1d`, :class:`BatchNorm2d` and :class:`BatchNorm3d`.
+    """Shared bookkeeping of :class:`BatchNorm1d`, :class:`BatchNorm2d` and :class:`BatchNorm3d`.
 
     Holds gamma (``weight``) and beta (``bias``) as parameters and the running statistics as buffers under
     PyTorch's state_dict keys (``weight``, ``bias``, ``running_mean``, ``running_var``,
     ``num_batches_tracked``), so checkpoints move between these modules and ``torch.nn.BatchNorm*d`` in both
-    directions. The math is :func:`batch_norm`.
-
-    Args:
-        num_features: C, the number of channels.
-        eps: epsilon added to the variance. Default: 1e-5.
-        momentum: the weight of the new batch in the running averages (PyTorch's convention, see
-            :mod:`tricksref.batchnorm`), or None for the cumulative average 1 / num_batches_tracked.
-            Default: 0.1.
-        affine: learn gamma and beta (initialized to 1 and 0). Default: True.
-        track_running_stats: keep running statistics and use them in eval mode; if False, batch statistics are
-            used in training and in eval alike. Default: True.
-        device, dtype: where and in what dtype the parameters and running statistics are created.
-        bias: (keyword only) learn beta when ``affine``. Default: True.
+    directions; the subclasses differ only in the input ranks they accept. The math is :func:`batch_norm`.
     """
 
     _version = 2  # torch's: version 2 added num_batches_tracked; older checkpoints load with it set to 0
@@ -376,8 +364,41 @@ class _BatchNorm(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
+_MODULE_ARGS = """Args:
+        num_features: C, the number of channels.
+        eps: epsilon added to the variance, > 0. Default: 1e-5.
+        momentum: the weight of the new batch in the running averages,
+            ``running = (1 - momentum) * running + momentum * batch`` (PyTorch's convention, not Keras's), or
+            None for the cumulative average, momentum = 1 / num_batches_tracked. Default: 0.1.
+        affine: learn gamma (``weight``, initialized to 1) and beta (``bias``, initialized to 0).
+            Default: True.
+        track_running_stats: keep the running mean and unbiased variance and normalize with them in eval mode;
+            if False, batch statistics are used in training and in eval alike. Default: True.
+        device: where the parameters and buffers are created. Default: None (torch's default device).
+        dtype: the dtype of the parameters and running statistics. Default: None (torch's default dtype).
+        bias: keyword only; learn beta when ``affine``. Default: True."""
+
+_MODULE_SUMMARY = """Ioffe and Szegedy 2015, Algorithm 1, per channel:
+    ``y = gamma * (x - mu_B) / sqrt(sigma_B^2 + epsilon) + beta`` with the biased batch variance in training,
+    which also updates the running mean and the unbiased running variance; in eval mode mu and sigma^2 are the
+    running statistics. The gradient is the paper's closed form; see :func:`batch_norm` and
+    :mod:`tricksref.batchnorm` for it and for the conventions."""
+
+
+def _shared_doc(cls):
+    """Fill the paragraphs every BatchNorm*d shares into its docstring (written once, not pasted thrice)."""
+    if cls.__doc__:  # None under python -OO
+        cls.__doc__ = cls.__doc__.replace("{summary}", _MODULE_SUMMARY).replace("{args}", _MODULE_ARGS)
+    return cls
+
+
+@_shared_doc
 class BatchNorm1d(_BatchNorm):
-    r"""Batch normalization over a 2D (N, C) or 3D (N, C, L) input; see :class:`_BatchNorm` for the arguments.
+    """Batch normalization of a 2D (N, C) or 3D (N, C, L) input, over the batch (and L).
+
+    {summary}
+
+    {args}
 
     Shape:
         - Input: (N, C) or (N, C, L).
@@ -387,13 +408,20 @@ class BatchNorm1d(_BatchNorm):
 
         >>> bn = BatchNorm1d(100)
         >>> y = bn(torch.randn(20, 100))
+        >>> bn
+        BatchNorm1d(100, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
     """
 
     _ranks = (2, 3)
 
 
+@_shared_doc
 class BatchNorm2d(_BatchNorm):
-    r"""Batch normalization over a 4D (N, C, H, W) input; see :class:`_BatchNorm` for the arguments.
+    """Batch normalization of a 4D (N, C, H, W) input, over the batch and the image plane.
+
+    {summary}
+
+    {args}
 
     Shape:
         - Input: (N, C, H, W), contiguous or channels_last.
@@ -401,25 +429,30 @@ class BatchNorm2d(_BatchNorm):
 
     Examples::
 
-        >>> bn = BatchNorm2d(16, momentum=None)          # cumulative average of the batch statistics
+        >>> bn = BatchNorm2d(16, momentum=None)  # cumulative average of the batch statistics
         >>> y = bn(torch.randn(8, 16, 32, 32))
-        >>> bn.load_state_dict(torch.nn.BatchNorm2d(16).state_dict())
+        >>> bn.load_state_dict(torch.nn.BatchNorm2d(16).state_dict())  # torch's checkpoints load as they are
         <All keys matched successfully>
     """
 
     _ranks = (4,)
 
 
+@_shared_doc
 class BatchNorm3d(_BatchNorm):
-    r"""Batch normalization over a 5D (N, C, D, H, W) input; see :class:`_BatchNorm` for the arguments.
+    """Batch normalization of a 5D (N, C, D, H, W) input, over the batch and the volume.
+
+    {summary}
+
+    {args}
 
     Shape:
-        - Input: (N, C, D, H, W).
+        - Input: (N, C, D, H, W), contiguous or channels_last_3d.
         - Output: same as the input.
 
     Examples::
 
-        >>> bn = BatchNorm3d(4)
+        >>> bn = BatchNorm3d(4).eval()  # eval mode: normalize with the running statistics
         >>> y = bn(torch.randn(2, 4, 3, 8, 8))
     """
 
