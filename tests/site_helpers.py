@@ -191,12 +191,12 @@ if (/Traceback \\(most recent call last\\)/.test(main.textContent)) bad.push('"T
 return bad;
 """
 
-_IMAGES = f"""
-const main = {_MAIN} || document.body;
-return Array.from(main.querySelectorAll('img')).map(img => {{
+# every image of the page, the header's launch-button logos too (scrolled to, in case one loads lazily)
+_IMAGES = """
+return Array.from(document.querySelectorAll('img')).map(img => {
     img.scrollIntoView();
-    return {{src: img.currentSrc || img.src, done: img.complete, w: img.naturalWidth}};
-}});
+    return {src: img.currentSrc || img.src, done: img.complete, w: img.naturalWidth};
+});
 """
 
 # raw TeX delimiters: \( \) \[ \] $$, or $...$ around something that is not a price

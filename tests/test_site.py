@@ -30,7 +30,8 @@ from site_helpers import (
     toc_pages,
 )
 
-pytestmark = pytest.mark.site
+# the first test to ask for built_site pays for the build: a cold one executes every chapter (< 10 min)
+pytestmark = [pytest.mark.site, pytest.mark.timeout(2400)]
 
 TOC_PAGES = toc_pages()
 #: pages outside the table of contents that Sphinx writes and the navbar links to
