@@ -1,0 +1,139 @@
+"""The hostile corpus, graded in one batch with correct notebooks: no hack pays, nothing stalls or leaks.
+
+``tests/hostile/corpus.py`` holds the cases (``lrn`` notebooks whose solution cells attack the grader). One
+``python -m grader grade --json`` run grades all of them, their honest twins and correct notebooks mixed in;
+the test then checks every score, that the correct notebooks scored full marks whatever ran beside them,
+that the run's own output is exactly one JSON line per notebook, and that nothing the students started,
+wrote or sent survived the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE / "hostile"))
+import corpus  # noqa: E402
+
+KEYS = {"notebook", "assignment", "score", "max_score", "tests", "error"}
+TEST_KEYS = {"name", "points", "max_points", "passed", "message"}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not corpus.TEMPLATE.exists(), reason="solutions/lrn/lrn.ipynb is not there yet"),
+]
+
+
+def _alive(marker: str) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    marker = f"{5000 + uuid.uuid4().int % 4000}.{uuid.uuid4().int % 10**5}"
+    built = corpus.build(tmp / "corpus", port=listener.getsockname()[1], marker=marker)
+    # correct notebooks at the start, the middle and the end of the batch
+    correct = []
+    for i in range(3):
+        p = tmp / f"correct_{i}" / "lrn.ipynb"
+        p.parent.mkdir()
+        shutil.copy(corpus.TEMPLATE, p)
+        correct.append(p)
+    paths = [correct[0]]
+    for i, (path, c) in enumerate(built):
+        paths.append(path)
+        if "twin" in c:
+            paths.append(c["twin"])
+        if i == len(built) // 2:
+            paths.append(correct[1])
+    paths.append(correct[2])
+    limits = corpus.LIMITS
+    cmd = [sys.executable, "-m", "grader", "grade", "--json", "--jobs", "2",
+           "--timeout", str(limits["run_timeout"]), "--load-timeout", str(limits["load_timeout"]),
+           "--notebook-timeout", str(limits["notebook_timeout"])] + [str(p) for p in paths]
+    t = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    seconds = time.monotonic() - t
+    try:
+        conn, _ = listener.accept()
+        conn.close()
+        connected = True
+    except (TimeoutError, OSError):
+        connected = False
+    listener.close()
+    yield {"proc": proc, "paths": paths, "built": built, "correct": correct, "marker": marker,
+           "connected": connected, "seconds": seconds}
+
+
+def _results(graded) -> dict[str, dict]:
+    lines = graded["proc"].stdout.splitlines()
+    return {r["notebook"]: r for r in map(json.loads, lines)}
+
+
+def test_cli_hostile_run_completes_with_one_json_line_per_notebook(graded):
+    proc = graded["proc"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(graded["paths"])
+    for line, path in zip(lines, graded["paths"], strict=True):
+        r = json.loads(line)                 # every line is ours: no student print got in
+        assert set(r) == KEYS
+        assert r["notebook"] == str(path)    # in the order given
+        assert all(set(t) == TEST_KEYS for t in r["tests"])
+    everything = proc.stdout + proc.stderr
+    assert "ALL TESTS PASSED" not in everything and "score: 100" not in everything
+
+
+@pytest.mark.parametrize("name", [c["name"] for c in corpus.CASES] + list(corpus.BROKEN))
+def test_cli_hostile_case_gains_nothing(graded, name):
+    results = _results(graded)
+    path, c = next((p, c) for p, c in graded["built"] if c["name"] == name)
+    r = results[str(path)]
+    twin = results.get(str(c.get("twin")))
+    assert corpus.check(c, r, twin), (c["expect"], r["score"], r["error"],
+                                      [(t["name"], t["points"], t["message"][:120]) for t in r["tests"]])
+    if c["expect"] != "full":
+        assert r["score"] < r["max_score"]
+
+
+def test_cli_hostile_correct_notebooks_unharmed(graded):
+    results = _results(graded)
+    for p in graded["correct"]:
+        r = results[str(p)]
+        assert r["score"] == r["max_score"] > 0 and r["error"] is None, r
+
+
+def test_cli_hostile_nothing_survives(graded):
+    deadline = time.monotonic() + 3
+    while _alive(graded["marker"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive(graded["marker"]) == []
+    for _, c in graded["built"]:
+        for w in c.get("writes", []):
+            assert not os.path.exists(w), f"{c['name']} wrote {w}"
+    assert not graded["connected"], "a student's code reached a socket on the grader's machine"
