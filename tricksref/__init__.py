@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "batch_norm": "batchnorm",
     "BatchNorm1d": "batchnorm",
     "BatchNorm2d": "batchnorm",
+    "BatchNorm3d": "batchnorm",
     # dropout
     "dropout": "dropout",
     "Dropout": "dropout",
@@ -54,6 +55,13 @@ _SUBMODULES = (
 )
 
 __all__ = sorted(_EXPORTS)
+
+# Two functions share their module's name. Importing a submodule binds it as an attribute of the package
+# (``from .dropout import Dropout`` in models.py does), which would hide the function the contract names
+# ``tricksref.dropout``; binding the functions here, after their modules are imported, settles it for good
+# (a submodule's attribute is set only on its first import).
+from .dropout import dropout as dropout  # noqa: E402
+from .standardize import standardize as standardize  # noqa: E402
 
 
 def __getattr__(name: str):

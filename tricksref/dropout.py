@@ -11,9 +11,6 @@ Prevent Neural Networks from Overfitting", JMLR 15 (2014). https://jmlr.org/pape
 
 from __future__ import annotations
 
-import sys
-import types
-
 import torch
 from torch import nn
 
@@ -188,18 +185,3 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as the function ``dropout`` that shares its name.
-
-    Importing the submodule (``from .dropout import ...`` elsewhere in the package does) binds the package
-    attribute ``tricksref.dropout`` to this module and hides the function the contract names so; whichever
-    of the two the attribute holds, ``tricksref.dropout(...)`` runs the function.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return dropout(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

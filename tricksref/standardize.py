@@ -12,8 +12,6 @@ into the model; the test set is transformed with the training statistics, unchan
 from __future__ import annotations
 
 import numbers
-import sys
-import types
 
 import numpy as np
 import torch
@@ -221,18 +219,3 @@ def standardize(x_train, x_test, eps: float = 1e-6, *, axis=0):
     _check_array(x_test, "x_test")  # before fitting: a bad x_test fails fast, under its own name
     s = Standardizer(axis=axis, eps=eps).fit(x_train)
     return s._transform(x_train, "x_train"), s._transform(x_test, "x_test")
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as the function ``standardize`` that shares its name.
-
-    Importing the submodule (``from .standardize import ...`` elsewhere in the package does) binds the package
-    attribute ``tricksref.standardize`` to this module and hides the function the contract names so; whichever
-    of the two the attribute holds, ``tricksref.standardize(...)`` runs the function.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return standardize(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
