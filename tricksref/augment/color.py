@@ -82,12 +82,22 @@ def _blend(w: torch.Tensor, f: torch.Tensor, g, bound: float, integer: bool) -> 
     return _finish(out, bound, integer)
 
 
-def _hue(w: torch.Tensor, f: torch.Tensor, integer: bool) -> torch.Tensor:
-    """Turn the hue of RGB images by ``f`` (B, 1, 1, 1), a fraction of a turn.
+def _hue_shift(f: torch.Tensor) -> torch.Tensor:
+    """The hue factor f (B, 1, 1, 1) as the per-channel offset ``6 f + n + 6`` of :func:`_hue`, (B, 3, 1, 1).
+
+    n = 5, 3, 1 for R, G, B; the extra 6 keeps k positive (h6 >= -1, 6 f >= -3), so that its fractional
+    part gives k mod 6.
+    """
+    n = torch.tensor([11.0, 9.0, 7.0], dtype=f.dtype, device=f.device).view(1, 3, 1, 1)
+    return 6 * f + n
+
+
+def _hue(w: torch.Tensor, shift: torch.Tensor, integer: bool) -> torch.Tensor:
+    """Turn the hue of RGB images; ``shift`` from :func:`_hue_shift`.
 
     The closed form of HSV -> RGB: with V = max, V S = max - min = delta and h6 = 6 H,
-    ``channel_n = V - V S clamp(min(k, 4 - k), 0, 1)``, ``k = (n + h6) mod 6``, n = 5, 3, 1 for R, G, B.
-    The shift keeps S and V, so max and min stay as they are: only h6 needs computing.
+    ``channel_n = V - V S clamp(min(k, 4 - k), 0, 1)``, ``k = (n + h6 + 6 f) mod 6``, n = 5, 3, 1 for
+    R, G, B. The shift keeps S and V, so max and min stay as they are: only h6 needs computing.
     """
     if integer:
         w = w * (1.0 / 255)
@@ -100,9 +110,7 @@ def _hue(w: torch.Tensor, f: torch.Tensor, integer: bool) -> torch.Tensor:
     num = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(delta, alpha=2),
                                                     (r - g).add_(delta, alpha=4)))
     h6 = num.div_(delta).nan_to_num_(0.0)  # grey pixels (delta = 0): any hue will do; 0/0 -> 0
-    # n + 6 keeps k positive (h6 >= -1, 6 f >= -3), so the fractional part gives k mod 6
-    n = torch.tensor([11.0, 9.0, 7.0], dtype=w.dtype, device=w.device).view(1, 3, 1, 1)
-    k = (h6.unsqueeze(1) + (6 * f + n)).mul_(1 / 6).frac_().mul_(6)  # (B, 3, H, W), in [0, 6)
+    k = (h6.unsqueeze(1) + shift).mul_(1 / 6).frac_().mul_(6)  # (B, 3, H, W), k mod 6 in [0, 6)
     t = torch.minimum(k, 4 - k).clamp_(0, 1)
     out = torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), t, value=-1)
     if integer:
@@ -215,7 +223,7 @@ def adjust_hue(x: torch.Tensor, factor) -> torch.Tensor:
         x: (B, 3, H, W); output: the same, same dtype.
     """
     return _apply(x, factor, channels=_COLOR, low=-0.5, high=0.5,
-                  kernel=lambda w, f, bound, integer: _hue(w, f, integer))
+                  kernel=lambda w, f, bound, integer: _hue(w, _hue_shift(f), integer))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -242,37 +250,42 @@ def _jitter(w: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, bound: float, 
     """Four rounds; in round r image i applies op ``order[i, r]``. Factors: (B, 1, 1, 1) tensors or None.
 
     The three blends (brightness, contrast, saturation) share one formula, f * w + (1 - f) * g, so a round
-    does them all in one pass: each image gets the factor and partner g of its own op, and the images whose
-    op this round is the hue or a disabled op get f = 1, which leaves them exactly as they are. The hue, the
-    costly op, runs only on the images whose turn it is (about a quarter of the batch per round).
+    does them all in one pass: each image gets the factor f and the partner g of its own op, and an image
+    whose op this round is the hue or a disabled op gets f = 1, which leaves it exactly as it is. The hue,
+    the costly op, runs only on the images whose turn it is (about a quarter of the batch per round).
     """
-    blends = [(op, f) for op, f in ((BRIGHTNESS, fb), (CONTRAST, fc), (SATURATION, fs)) if f is not None]
+    blend_on = [f is not None for f in (fb, fc, fs)]
+    if any(blend_on):
+        ones = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
+        # table[i, op]: image i's factor for op; 1 (a blend that changes nothing) for the hue and ops off
+        table = torch.stack([ones if f is None else f.view(-1) for f in (fb, fc, fs)] + [ones], dim=1)
+        f_round = table.gather(1, order)  # (B, 4): the factor image i blends with in round r
+        one_minus = 1 - f_round
+        c_con = (order == CONTRAST) * one_minus  # weight of mean(gray) in round r: 1 - f or 0
+        c_sat = (order == SATURATION) * one_minus  # weight of gray in round r
+    shift = None if fh is None else _hue_shift(fh)  # (B, 3, 1, 1)
     owned = False  # w may still be the caller's tensor: never write into it
     for r in range(4):
-        op = order[:, r]  # (B,)
-        if blends:
-            op4 = op.view(-1, 1, 1, 1)
-            f = torch.ones_like(op4, dtype=w.dtype)
-            for k, fk in blends:
-                f = torch.where(op4 == k, fk, f)
+        if any(blend_on):
+            f = f_round[:, r].view(-1, 1, 1, 1)
             if fc is None and fs is None:
                 out = w * f
             else:
-                # (1 - f) g, built without a (B, 1, H, W) torch.where: c_sat gray + c_con mean(gray)
                 gray = _gray(w, integer)  # (B, 1, H, W)
-                one_minus = 1 - f
-                c_con = torch.zeros_like(f)
-                if fc is not None:
-                    c_con = (op4 == CONTRAST) * one_minus * gray.mean(dim=(1, 2, 3), keepdim=True)
-                g1 = c_con if fs is None else torch.addcmul(c_con, gray, (op4 == SATURATION) * one_minus)
+                if fc is None:  # (1 - f) g without a (B, 1, H, W) torch.where
+                    g1 = gray * c_sat[:, r].view(-1, 1, 1, 1)
+                else:
+                    g1 = c_con[:, r].view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)
+                    if fs is not None:
+                        g1 = torch.addcmul(g1, gray, c_sat[:, r].view(-1, 1, 1, 1))
                 out = torch.addcmul(g1, w, f)
             w, owned = _finish(out, bound, integer), True
         if fh is not None:
-            sel = (op == HUE).nonzero().squeeze(1)
+            sel = (order[:, r] == HUE).nonzero().squeeze(1)
             if sel.numel():
                 if not owned:
                     w, owned = w.clone(), True
-                w.index_copy_(0, sel, _hue(w.index_select(0, sel), fh.index_select(0, sel), integer))
+                w.index_copy_(0, sel, _hue(w.index_select(0, sel), shift.index_select(0, sel), integer))
     return w
 
 
