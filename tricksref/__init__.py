@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "smooth_one_hot": "label_smoothing",
     "label_smoothing_cross_entropy": "label_smoothing",
     "LabelSmoothingCrossEntropy": "label_smoothing",
+    # data augmentation (every op is in tricksref.augment)
+    "ColorJitter": "augment",
+    "mixup": "augment",
+    "cutmix": "augment",
     # regularization / weight decay
     "l2_penalty": "regularization",
     "weight_decay_groups": "regularization",
