@@ -2,8 +2,9 @@
 
 The lecture's "changing brightness" and "colour jitter (brightness, contrast, saturation, hue)": a photo of
 the same object under other light is still the same object, so random colour changes add variation that the
-label does not depend on (Krizhevsky et al., 2012, altered RGB intensities; Howard, 2013, and the Inception
-pipelines introduced the jitter of brightness, contrast, saturation and hue as torchvision has it).
+label does not depend on (Krizhevsky et al., 2012, altered the RGB intensities of AlexNet's training images;
+Howard, 2013, "Some improvements on deep convolutional neural network based image classification", added
+random brightness, contrast and colour changes).
 
 Every op follows ``torchvision.transforms.v2.functional`` (the tensor kernels); with x the image, f the
 factor, bound = 1 for float images and 255 for uint8 ones, and gray(x) = 0.2989 R + 0.587 G + 0.114 B
@@ -19,7 +20,7 @@ factor, bound = 1 for float images and 255 for uint8 ones, and gray(x) = 0.2989 
 Notes that settle conventions:
 
 * Each op accepts a Python number (one factor for the batch) or a tensor of shape (B,) (one per image).
-* uint8 rounding follows torchvision exactly, and torchvision (like Pillow's ImageEnhance) truncates: the
+* uint8 rounding follows torchvision's rule, and torchvision (like Pillow's ImageEnhance) truncates: the
   result is computed in float32, clamped to [0, 255], and cast, which rounds towards zero; for uint8 the
   grayscale image of contrast and saturation is floored first, and hue works on x / 255 and returns
   ``trunc(255.999 * rgb)``. (Rounding to nearest would be unbiased, but would not reproduce torchvision
@@ -296,9 +297,9 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, brightness=None, contrast
     The deterministic core of :class:`ColorJitter`: image i applies op ``order[i, 0]``, then
     ``order[i, 1]``, and so on, where 0 = :func:`adjust_brightness`, 1 = :func:`adjust_contrast`,
     2 = :func:`adjust_saturation`, 3 = :func:`adjust_hue` (torchvision's numbering); an op whose factor is
-    None is skipped. The result equals
-    applying the functional ops image by image in that order (for uint8, with the truncation after every op,
-    as torchvision does), but runs batched: four rounds over the whole batch.
+    None is skipped. The result is bit for bit that of applying the functional ops image by image in that
+    order (for uint8, with the truncation after every op, as torchvision does), but runs batched: four
+    rounds over the whole batch.
 
     Args:
         x: images, float in [0, 1] or uint8; C = 3, or C = 1 when saturation and hue are None.

@@ -137,7 +137,8 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float = 0.2
             mix; they are smoothed as ``(1 - eps) y + eps / K``).
         num_classes: K, the number of classes.
         alpha: the Beta(alpha, alpha) parameter, > 0. Small alpha keeps lambda near 0 or 1 (mild mixing);
-            alpha = 1 makes lambda uniform. Default: 0.2 (the paper's ImageNet setting is 0.2; CIFAR used 1).
+            alpha = 1 makes lambda uniform. Default: 0.2 (the paper's ImageNet runs used 0.1 to 0.4, its
+            CIFAR-10 runs 1).
         label_smoothing: eps in [0, 1], applied to the labels before mixing. Default: 0.
         generator: source of randomness (lambda, then the permutation). Default: torch's CPU generator.
         per_image: draw one lambda per image instead of one per batch. Default: False (as the paper).
