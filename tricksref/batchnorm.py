@@ -79,9 +79,11 @@ def _channel_sum(t: torch.Tensor) -> torch.Tensor:
 class _BatchNormFunction(torch.autograd.Function):
     """y = gamma * x-hat + beta with the closed-form backward of the BN paper (see the module docstring).
 
-    Saves x itself (which its producer's output holds anyway: no new full-size buffer) and the per-channel
-    mu and rstd; the backward rebuilds (x - mu) on the fly instead of storing x-hat. Each pass allocates one
-    full-size buffer and reuses it for the result.
+    Saves the input x and the per-channel mu and rstd, not x-hat: saving x allocates nothing, while x-hat
+    would be a new full-size tensor kept alive until the backward (in a plain conv-BN chain the two cost the
+    same memory; wherever anything else also holds x, x-hat is extra). The backward recomputes x - mu.
+    Forward and backward each allocate one full-size buffer (for float32/float64 inputs), first for a
+    temporary, (x - mu)^2 or g (x - mu), and then overwritten with the result, y or dx.
     """
 
     @staticmethod
