@@ -213,6 +213,44 @@ def test_exercises_hold_no_solution_and_no_hidden_test(assignment):
     assert all("NotImplementedError" in msg for _, _, msg in scores.values()), scores
 
 
+# --------------------------------------------------------------------------------- the same hidden cases
+
+_DRAW_ALL = """
+import hashlib, sys
+import grader.suite as S
+drawn = []
+original = S.cases
+def recording(strategy, n, **kw):
+    out = original(strategy, n, **kw)
+    drawn.append(repr(out))
+    return out
+S.cases = recording  # before the hidden modules bind the name
+for name in sys.argv[1:]:
+    __import__(name)
+S.prepare()
+print(len(drawn), hashlib.sha256("\\n".join(drawn).encode()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_exercises_hidden_cases_are_the_same_everywhere(tmp_path):
+    """Every process draws the same hidden cases, whatever modules it has loaded and wherever it runs: the
+    grader's command line and a student's kernel (the nbgrader path) must score the very same cases."""
+    import subprocess
+    import sys
+
+    runs = []
+    other_modules = ["tricksref.batchnorm", "tricksref.schedules", "grader.bundle", "tricksref.dropout",
+                     "tricksref.lrn"]
+    for cwd, imports in ((ROOT, []), (tmp_path, other_modules)):
+        out = subprocess.run([sys.executable, "-c", _DRAW_ALL, *imports], cwd=cwd, capture_output=True,
+                             text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(out.stdout.split())
+    assert int(runs[0][0]) >= 10, "prepare() should draw every hidden case set"
+    assert runs[0] == runs[1]
+
+
 # ------------------------------------------------------------------------------------------ self-check
 
 def _check_output(*fns, **kw) -> str:

@@ -126,10 +126,11 @@ def test_bn_forward_eval_values(sub):
         problem = check_out(r, e["out"])
         if problem == "wrong":
             batch = reference(dict(c, training=True))["out"]
+            hint = diagnose_out(c, r["value"]["out"]) or \
+                "gamma * (x - running_mean) / sqrt(running_var + eps) + beta"
             problem = ("evaluation-mode out must use the running statistics, not the batch's"
                        if torch.allclose(r["value"]["out"], batch, rtol=1e-6, atol=1e-8)
-                       else f"evaluation-mode out is wrong for {_kind(c)} inputs: "
-                            f"gamma * (x - running_mean) / sqrt(running_var + eps) + beta")
+                       else f"evaluation-mode out is wrong for {_kind(c)} inputs: {hint}")
         if problem is None:
             problem = running_problem(r, c, e)
         score.check(problem is None, problem or "")
@@ -175,8 +176,8 @@ def test_bn_backward_values(sub):
         for name, want, weight in zip(("dx", "dgamma", "dbeta"), e, (2, 1, 1), strict=False):
             got = r["value"][name]
             if got.shape != want.shape:
-                score.fail(f"{BACKWARD} returned {name} of shape {tuple(got.shape)}, expected "
-                           f"{tuple(want.shape)}", weight)
+                of = {"dx": "x", "dgamma": "gamma", "dbeta": "beta"}[name]
+                score.fail(f"{BACKWARD} returned a {name} whose shape differs from {of}'s", weight)
             else:
                 score.check(torch.allclose(got, want, rtol=1e-6, atol=1e-8),
                             f"{name} is wrong for {_kind(c)} inputs"

@@ -233,7 +233,7 @@ def test_dropout_backward_values(sub):
             continue
         want = expected_from_mask(c["dout"], c["mask"], c["p"])
         if dx.shape != want.shape or dx.dtype != want.dtype:
-            score.fail(f"dx should have dout's shape and dtype, got {tuple(dx.shape)} {dx.dtype}")
+            score.fail("dx should have dout's shape and dtype")
         elif c["p"] > 0 and torch.allclose(dx, expected_from_mask(c["dout"], c["mask"], 0.0)):
             score.fail("dx is not rescaled: dx = dout * mask / (1 - p), as in the forward")
         else:

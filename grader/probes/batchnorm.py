@@ -41,10 +41,13 @@ def forward(ns, *, cases: list, device: str = "cpu") -> dict:
 
 
 def _backward_one(ns, c):
-    out, cache = _call_forward(ns, c, c["x"], c["running_mean"].clone(), c["running_var"].clone())
+    # the student gets copies: a forward that modifies its inputs must not spoil the numeric check below
+    c = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in c.items()}
+    keep = {k: c[k].clone() for k in ("x", "gamma", "beta")}
+    out, cache = _call_forward(ns, dict(c, gamma=c["gamma"].clone(), beta=c["beta"].clone()), c["x"].clone(),
+                               c["running_mean"].clone(), c["running_var"].clone())
     if out.shape != c["dout"].shape:
-        raise CaseError(f"{FORWARD} returned out of shape {tuple(out.shape)} for x of shape "
-                        f"{tuple(c['x'].shape)}")
+        raise CaseError(f"{FORWARD} returned an out whose shape differs from x's")
     with no_autograd(BACKWARD):
         grads = student_call(ns, BACKWARD, c["dout"].to(out.dtype), cache)
     dx, dgamma, dbeta = unpack(grads, BACKWARD, 3, "(dx, dgamma, dbeta)")
@@ -54,8 +57,9 @@ def _backward_one(ns, c):
         h = c["h"]
         sums = []
         for sign in (1.0, -1.0):
-            moved = dict(c, gamma=c["gamma"] + sign * h * c["vgamma"], beta=c["beta"] + sign * h * c["vbeta"])
-            o, _ = _call_forward(ns, moved, c["x"] + sign * h * c["vx"], c["running_mean"].clone(),
+            moved = dict(c, gamma=keep["gamma"] + sign * h * c["vgamma"],
+                         beta=keep["beta"] + sign * h * c["vbeta"])
+            o, _ = _call_forward(ns, moved, keep["x"] + sign * h * c["vx"], c["running_mean"].clone(),
                                  c["running_var"].clone())
             sums.append(float((o.detach().double() * c["dout"]).sum()))
         result["plus"], result["minus"] = sums

@@ -65,8 +65,7 @@ def check_out(r: dict, expected: torch.Tensor, *, rtol=RTOL, atol=ATOL) -> str |
         return r["error"]
     out = r["value"]["out"]
     if out.shape != expected.shape:
-        return (f"{FORWARD} returned out of shape {tuple(out.shape)}, expected x's shape "
-                f"{tuple(expected.shape)}")
+        return f"{FORWARD} returned an out whose shape differs from x's: out must have x's shape"
     if out.dtype != expected.dtype:
         return f"{FORWARD} returned out of dtype {out.dtype} for a {expected.dtype} input: keep x's dtype"
     if not torch.isfinite(out).all():
@@ -115,10 +114,15 @@ def _stats_shape(x):
 
 
 def mistake(c: dict, kind: str) -> torch.Tensor:
-    """The training-mode out of a known mistake, to recognise it in a student's output."""
+    """The out of a known mistake, to recognise it in a student's output."""
     x, eps = c["x"], c["eps"]
     dims, shape = _stats_shape(x)
     gamma, beta = c["gamma"].view(shape), c["beta"].view(shape)
+    if not c["training"]:
+        if kind != "std+eps":
+            raise ValueError(kind)
+        xhat = (x - c["running_mean"].view(shape)) / (c["running_var"].view(shape).sqrt() + eps)
+        return gamma * xhat + beta
     mu = x.mean(dims, keepdim=True)
     if kind == "unbiased":
         xhat = (x - mu) / torch.sqrt(x.var(dims, unbiased=True, keepdim=True) + eps)
@@ -141,7 +145,7 @@ _HINTS = {
 
 def diagnose_out(c: dict, out: torch.Tensor) -> str:
     for kind in ("unbiased", "std+eps", "per-element"):
-        if kind == "per-element" and c["x"].dim() == 2:
+        if kind == "per-element" and c["x"].dim() == 2 or kind != "std+eps" and not c["training"]:
             continue
         variant = mistake(c, kind)
         if out.shape == variant.shape and torch.allclose(out, variant, rtol=1e-6, atol=1e-8):
@@ -159,7 +163,7 @@ BACKWARD_SMALL = dict(TRAIN_SMALL, dout=torch.randn(6, 3, generator=_g, dtype=to
 
 
 def _fmt(t: torch.Tensor) -> str:
-    return str([round(float(v), 4) for v in t.flatten()[:6]])
+    return "[" + ", ".join(f"{float(v):.7g}" for v in t.flatten()[:6]) + "]"
 
 
 @points(1, functions=(FORWARD,))
@@ -188,6 +192,9 @@ def test_bn_forward_eval_small(sub):
                    if torch.allclose(r["value"]["out"], batch, rtol=1e-6, atol=1e-8)
                    else f"evaluation-mode out is wrong on the visible (6, 3) input: expected the first row "
                         f"{_fmt(expected[0])}, got {_fmt(r['value']['out'][0])}")
+        hint = diagnose_out(EVAL_SMALL, r["value"]["out"])
+        if hint:
+            problem += f": {hint}"
     assert problem is None, problem
 
 

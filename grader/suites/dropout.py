@@ -45,7 +45,7 @@ def mask_problem(r: dict, x: torch.Tensor) -> str | None:
         return r["error"]
     out, mask = r["value"]["out"], r["value"]["mask"]
     if out.shape != x.shape:
-        return f"{FORWARD} returned out of shape {tuple(out.shape)}, expected x's shape {tuple(x.shape)}"
+        return f"{FORWARD} returned an out whose shape differs from x's"
     if out.dtype != x.dtype:
         return f"{FORWARD} returned out of dtype {out.dtype} for a {x.dtype} input: keep x's dtype"
     if mask is None:
@@ -53,7 +53,7 @@ def mask_problem(r: dict, x: torch.Tensor) -> str | None:
     if mask.dtype != torch.bool:
         return f"{FORWARD} returned a mask of dtype {mask.dtype}: make it boolean (e.g. rand(...) >= p)"
     if mask.shape != x.shape:
-        return f"{FORWARD} returned a mask of shape {tuple(mask.shape)}, expected x's shape {tuple(x.shape)}"
+        return f"{FORWARD} returned a mask whose shape differs from x's: one entry per unit of x"
     return None
 
 

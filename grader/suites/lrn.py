@@ -37,7 +37,7 @@ def compare(fn: str, result: dict, expected: torch.Tensor, *, rtol=RTOL, atol=AT
         return result["error"]
     out = result["value"]["out"]
     if out.shape != expected.shape:
-        return f"{fn} returned shape {tuple(out.shape)}, expected the input's shape {tuple(expected.shape)}"
+        return f"{fn} returned a tensor whose shape differs from its input's: keep the shape (B, C, H, W)"
     if out.dtype != expected.dtype:
         return f"{fn} returned dtype {out.dtype} for a {expected.dtype} input: keep the input's dtype"
     if not torch.isfinite(out).all():
