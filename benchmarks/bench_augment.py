@@ -84,22 +84,27 @@ def functional_ops(x: torch.Tensor, g: torch.Generator) -> dict:
     }
 
 
-def interleaved_medians(contenders: dict, reps: int) -> dict[str, float]:
-    """Median seconds per call; every round runs each contender once, in a rotating order."""
+def interleaved_medians(contenders: dict, reps: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds per call; every round runs each contender once, in a rotating order.
+
+    The CPU time (this process, all its threads) is reported beside the wall time because on a shared
+    machine the wall time also counts the waits for a core that other processes hold.
+    """
     names = list(contenders)
     for name in names:  # warm-up: allocator, lazy imports, CUDA context
         contenders[name][0]()
         contenders[name][0]()
-    times = {name: [] for name in names}
+    times = {name: ([], []) for name in names}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             fn, sync = contenders[name]
             sync()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            times[name][0].append(time.perf_counter() - wall)
+            times[name][1].append(time.process_time() - cpu)
+    return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
 
 
 def main() -> None:
@@ -142,19 +147,23 @@ def main() -> None:
                 lambda x=x, gen=gen: jitter(x, generator=gen), sync)
     medians = interleaved_medians(contenders, args.reps)
 
-    base = medians["Pillow, image by image (uint8)"]
-    print(f"{'contender':<40} {'median ms':>10} {'per image us':>13} {'Pillow / this':>14}")
-    for name, t in medians.items():
-        print(f"{name:<40} {t * 1e3:>10.3f} {t / batch * 1e6:>13.2f} {base / t:>13.1f}x")
+    base_wall, base_cpu = medians["Pillow, image by image (uint8)"]
+    print(f"{'contender':<36} {'wall ms':>9} {'us/image':>9} {'Pillow/this':>12}   {'CPU ms':>9} "
+          f"{'Pillow/this':>12}")
+    for name, (wall, cpu) in medians.items():
+        print(f"{name:<36} {wall * 1e3:>9.3f} {wall / batch * 1e6:>9.2f} {base_wall / wall:>11.1f}x   "
+              f"{cpu * 1e3:>9.3f} {base_cpu / cpu:>11.1f}x")
+    print("(wall: median wall-clock time; CPU: median CPU time of this process, all threads; on CUDA the "
+          "CPU time is the host's share only)")
 
     for d in devices:
         dev = torch.device(d)
         sync = (lambda dev=dev: torch.cuda.synchronize(dev)) if dev.type == "cuda" else no_sync
         ops = functional_ops((x_u8.float() / 255).to(dev), g)
         op_medians = interleaved_medians({k: (fn, sync) for k, fn in ops.items()}, max(5, args.reps // 2))
-        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), for reference:")
-        for name, t in op_medians.items():
-            print(f"  {name:<42} {t * 1e3:>9.3f} ms")
+        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), medians, for reference:")
+        for name, (wall, cpu) in op_medians.items():
+            print(f"  {name:<42} {wall * 1e3:>9.3f} ms wall {cpu * 1e3:>9.3f} ms CPU")
 
 
 if __name__ == "__main__":

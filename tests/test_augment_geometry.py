@@ -316,6 +316,11 @@ def test_random_resized_crop_same_on_every_device(device):
     torch.testing.assert_close(dev.cpu(), cpu, rtol=1e-5, atol=1e-6)
 
 
+def test_random_resized_crop_rejects_empty_images():
+    with pytest.raises(ValueError, match=r"^x: expected images of at least 1 x 1"):
+        A.random_resized_crop(torch.rand(2, 3, 0, 8), 4)
+
+
 @pytest.mark.parametrize("kwargs, exc, name", [
     (dict(scale=(0.5, 0.1)), ValueError, "scale"),
     (dict(scale=(0.0, 0.0)), ValueError, "scale"),

@@ -235,7 +235,7 @@ def test_mix_reproducible_and_same_on_every_device(device, mix):
     (dict(label_smoothing=1.5), ValueError, "label_smoothing"),
     (dict(num_classes=0), ValueError, "num_classes"), (dict(num_classes=2.5), TypeError, "num_classes"),
     (dict(generator="seed"), TypeError, "generator"),
-    (dict(x=torch.rand(4, 8, 8)), ValueError, "x"),
+    (dict(x=torch.rand(4, 8, 8)), ValueError, "x"), (dict(x=torch.rand(4, 3, 8, 0)), ValueError, "x"),
     (dict(x=torch.zeros(4, 3, 8, 8, dtype=torch.int64)), TypeError, "x"),
 ])
 def test_mix_rejects_bad_input(mix, kwargs, exc, name):

@@ -22,8 +22,10 @@ from .._checks import check_number
 IMAGE_LAYOUT = "(B, C, H, W)"
 
 
-def check_image(x, name: str = "x", channels: tuple[int, ...] | None = None, why: str = "") -> torch.Tensor:
-    """Raise unless ``x`` is a (B, C, H, W) float or uint8 tensor, with C in ``channels`` when given."""
+def check_image(x, name: str = "x", channels: tuple[int, ...] | None = None, why: str = "",
+                nonempty: bool = False) -> torch.Tensor:
+    """Raise unless ``x`` is a (B, C, H, W) float or uint8 tensor, with C in ``channels`` when given and
+    H, W >= 1 when ``nonempty`` (for ops that measure areas)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of shape {IMAGE_LAYOUT}, got {type(x).__name__}")
     if not (x.is_floating_point() or x.dtype == torch.uint8):
@@ -36,6 +38,8 @@ def check_image(x, name: str = "x", channels: tuple[int, ...] | None = None, why
         allowed = " or ".join(map(str, channels))
         raise ValueError(f"{name}: expected {allowed} channels{why}, got C={x.shape[1]} in shape "
                          f"{tuple(x.shape)}")
+    if nonempty and (x.shape[2] < 1 or x.shape[3] < 1):
+        raise ValueError(f"{name}: expected images of at least 1 x 1 pixels, got shape {tuple(x.shape)}")
     return x
 
 

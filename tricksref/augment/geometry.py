@@ -321,7 +321,7 @@ def random_resized_crop_params(x: torch.Tensor, scale=(0.08, 1.0), ratio=(3 / 4,
         ``(top, left, height, width)``, int64 tensors of shape (B,) on x's device, ready for
         :func:`resized_crop`.
     """
-    check_image(x)
+    check_image(x, nonempty=True)
     _check_scale_ratio(scale, ratio)
     check_generator(generator)
     batch, _, img_h, img_w = x.shape
@@ -355,7 +355,7 @@ def random_resized_crop(x: torch.Tensor, size, scale=(0.08, 1.0), ratio=(3 / 4, 
         >>> random_resized_crop(torch.rand(8, 3, 64, 64), 32, generator=g).shape
         torch.Size([8, 3, 32, 32])
     """
-    check_image(x)
+    check_image(x, nonempty=True)
     out_size = parse_size(size)
     if not isinstance(antialias, bool):
         raise TypeError(f"antialias: expected a bool, got {type(antialias).__name__}")

@@ -103,7 +103,7 @@ def _soft_targets(y, num_classes, label_smoothing, batch: int, device, dtype) ->
 
 
 def _common_args(x, alpha, generator, per_image):
-    check_image(x)
+    check_image(x, nonempty=True)
     check_number(alpha, "alpha", low=0.0, low_open=True)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha: expected a finite value, got {alpha!r}")
