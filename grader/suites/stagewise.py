@@ -65,8 +65,8 @@ def iterates_problem(r: dict, c: dict, expected: list) -> str | None:
         return f"{NAME} returned iterates of dtype {got[0].dtype}, expected w0's dtype {expected[0].dtype}"
     first = wrong[0]
     t = first % T
-    where = "the first step" if first == 0 else (
-        "the first step of a stage after the first" if t == 0 else "a step inside a stage")
+    where = ("the first step" if first == 0 else "the first step of a stage after the first" if t == 0
+             else "the last step of a stage" if t == T - 1 else "a step inside a stage")
     return (f"the iterates go wrong from {where}: w_(t+1) = w_t - eta_s * grad_fn(w_t, step) with eta_s of "
             f"stage s")
 
