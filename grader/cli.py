@@ -247,7 +247,7 @@ def _limits_from(args):
     return Limits(**kw)
 
 
-def _cmd_grade(args, *, suites=None, extra_probes=None, out=None) -> int:
+def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -> int:
     out = out or sys.stdout
     if bool(args.notebooks) == bool(args.course):
         print("grade: give notebooks, or --course DIR (not both)", file=sys.stderr)
@@ -264,8 +264,9 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None) -> int:
     if args.course:
         from .gradebook import grade_course
         return grade_course(args, limits=limits, suites=suites, extra_probes=extra_probes, out=out,
-                            show_bar=show_bar)
-    grader = Grader(suites=suites, limits=limits, isolation=args.isolation, extra_probes=extra_probes)
+                            show_bar=show_bar, server=server)
+    grader = Grader(suites=suites, limits=limits, isolation=args.isolation, extra_probes=extra_probes,
+                    server=server)
     failed = False
     csv_file = writer = None
     try:
@@ -332,15 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, *, suites=None, extra_probes: dict[str, str] | None = None,
-         out=None) -> int:
-    """Entry point; ``suites`` and ``extra_probes`` let tests grade a tiny assignment of their own."""
+         out=None, server=None) -> int:
+    """Entry point. ``suites`` and ``extra_probes`` let tests grade a tiny assignment of their own, ``server``
+    share one started ``ForkServer`` across calls (it is then not closed)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bundle"]:
         from . import bundle
         return int(bundle.main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
-        return _cmd_grade(args, suites=suites, extra_probes=extra_probes, out=out)
+        return _cmd_grade(args, suites=suites, extra_probes=extra_probes, out=out, server=server)
     except KeyboardInterrupt:
         print("grade: interrupted (every notebook reported above is saved)", file=sys.stderr)
         return 130

@@ -281,8 +281,9 @@ def _warn_once(hello: dict) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"grader sandbox: running student code WITHOUT namespace isolation (mode "
-                      f"{hello.get('mode')!r}: {hello.get('warning')}). Resource limits, timeouts and "
+        why = hello.get("warning") or "isolation 'none' was asked for"
+        warnings.warn(f"grader sandbox: running student code WITHOUT namespace isolation ({why}). "
+                      f"Resource limits, timeouts and "
                       f"process cleanup still apply, but the student's code can read the file system and "
                       f"open network connections. Run the grader as root or enable unprivileged user "
                       f"namespaces for full isolation.", IsolationWarning, stacklevel=4)
