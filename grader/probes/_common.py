@@ -36,6 +36,9 @@ def student_call(ns: dict, name: str, *args, **kwargs):
         return call(ns, name, *args, **kwargs)
     except (StudentError, CaseError):  # a CaseError: raised by a probe's own callback (e.g. grad_fn)
         raise
+    except NotImplementedError:
+        raise CaseError(f"{name} is not written yet (it raises NotImplementedError): replace the "
+                        f"`raise NotImplementedError()` with your code") from None
     except Exception as exc:
         raise CaseError(f"{name} raised {describe_exception(exc, limit=400)}") from None
 
