@@ -37,8 +37,8 @@ __all__ = ["AlexNetSmall", "ResNetSmall", "BasicBlock"]
 
 def _check_norm_layer(norm_layer) -> None:
     if not callable(norm_layer):
-        raise TypeError(f"norm_layer: expected a BN class such as tricksref.BatchNorm2d or torch.nn.BatchNorm2d, "
-                        f"got {type(norm_layer).__name__}")
+        raise TypeError(f"norm_layer: expected a BN class such as tricksref.BatchNorm2d or "
+                        f"torch.nn.BatchNorm2d, got {type(norm_layer).__name__}")
 
 
 class AlexNetSmall(nn.Module):
