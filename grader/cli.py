@@ -83,10 +83,11 @@ class Grader:
             ``ASSIGNMENTS``, ``max_score(a)``, ``run_suite(a, sub)`` and optionally ``prepare(a)``).
         limits: ``grader.sandbox.Limits`` for every submission.
         server: a started ``ForkServer`` (default: one is started now, and closed by ``close``).
+        keep_output: keep each student's captured output in the result (waits for the sandbox to end).
     """
 
     def __init__(self, *, suites=None, limits=None, server=None, isolation: str = "auto",
-                 extra_probes: dict[str, str] | None = None):
+                 extra_probes: dict[str, str] | None = None, keep_output: bool = False):
         from .sandbox import ForkServer, Limits
         # the fork server first: it imports torch in its own process while this one imports the suites
         self._own_server = server is None
@@ -95,6 +96,7 @@ class Grader:
             from . import suite as suites
         self.suites = suites
         self.limits = limits or Limits()
+        self.keep_output = keep_output
         self._prepared: set[str] = set()
 
     def prepare(self, assignments: Iterable[str]) -> None:
@@ -168,7 +170,8 @@ class Grader:
             if sub.fatal is not None:
                 notes.append(escape_output(sub.fatal.message))
             notes.extend(self._scan(assignment, cells))
-            output = sub.output
+            if self.keep_output:
+                output = sub.output
         tests = [r.to_json() for r in results]
         score = round(sum(float(t["points"]) for t in tests), 3)
         return NotebookResult(label, assignment, score, max_score, tests, _join(notes), output=output)
@@ -266,7 +269,7 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -
         return grade_course(args, limits=limits, suites=suites, extra_probes=extra_probes, out=out,
                             show_bar=show_bar, server=server)
     grader = Grader(suites=suites, limits=limits, isolation=args.isolation, extra_probes=extra_probes,
-                    server=server)
+                    server=server, keep_output=args.with_output)
     failed = False
     csv_file = writer = None
     try:

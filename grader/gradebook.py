@@ -346,7 +346,7 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
         try:
             if todo:
                 grader = Grader(suites=suites, limits=limits, isolation=args.isolation,
-                                extra_probes=extra_probes, server=server)
+                                extra_probes=extra_probes, server=server, keep_output=args.with_output)
                 suite_names = {}
 
                 def which(it: Item) -> str | None:

@@ -305,11 +305,9 @@ def _cells_of(source: str | Iterable[Any]) -> list[list]:
 def _describe_status(status: dict | None, limits: Limits) -> str:
     if status is None:
         return "its process ended unexpectedly"
-    if "signal" in status:
-        return f"its process was killed by signal {status['signal']}"
-    code = status["exit"]
-    if code >= 128:
-        sig = code - 128
+    code = status.get("exit", 0)
+    if "signal" in status or code >= 128:  # a supervisor reports its child's signal as 128 + signal
+        sig = status["signal"] if "signal" in status else code - 128
         names = {9: "SIGKILL: the CPU-time limit ({cpu} s) or the memory limit ({mem} MiB) was reached",
                  11: "SIGSEGV: a segmentation fault", 6: "SIGABRT: an abort (often out of memory)",
                  24: "SIGXCPU: the CPU-time limit ({cpu} s) was reached", 7: "SIGBUS: a bus error",
@@ -351,6 +349,9 @@ class SandboxSubmission(Submission):
 
     @property
     def output(self) -> str:
+        """The student's stdout+stderr so far (complete once closed), cut to ``output_bytes`` and escaped."""
+        if self._closed:
+            self._out.join(2.0)  # the pipe ends when the last process of the sandbox is gone
         return self._out.text()
 
     @property
@@ -473,7 +474,6 @@ class SandboxSubmission(Submission):
             return
         self._closed = True
         self._drop_child()
-        self._out.join(2.0)
 
 
 _default: ForkServer | None = None

@@ -109,14 +109,17 @@ def _close_other_fds(keep: int) -> int:
 
 
 def lock_down(*, ctrl_fd: int, out_fd: int, mode: str, plan: dict, uid: int, gid: int, limits: dict,
-              scratch: str | None, forbidden: list[str]) -> int:
+              scratch: str | None, forbidden: list[str], unshare: int = 0) -> int:
     """Everything between the fork and the student's first line; returns the control socket's fd.
 
     ``mode``: ``"namespaces"`` (root: private namespaces, private root, own user id), ``"userns"`` (an
-    unprivileged user namespace does the same) or ``"none"`` (limits and a scratch folder only).
+    unprivileged user namespace does the same) or ``"none"`` (limits and a scratch folder only). ``unshare``:
+    the namespaces this process enters itself (its PID namespace was made by its parent).
     """
     jail.set_parent_death_signal()
     os.setsid()
+    if unshare:
+        jail.unshare(unshare)
     if mode in ("namespaces", "userns"):
         jail.build_root(plan, uid=uid if mode == "namespaces" else 0, gid=gid if mode == "namespaces" else 0,
                         scratch_bytes=int(limits["scratch_bytes"]))

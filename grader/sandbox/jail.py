@@ -25,6 +25,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.syscall.restype = ctypes.c_long
 
@@ -80,6 +81,21 @@ def pivot_root(new_root: str, put_old: str) -> None:
     if _SYS_PIVOT_ROOT is None:
         raise JailError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
     _check(int(_libc.syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode())), "pivot_root")
+
+
+def new_pid_namespace_for_children(own_ns_fd: int) -> None:
+    """Make this process's next child PID 1 of a brand-new PID namespace (this process stays where it is).
+
+    ``unshare(CLONE_NEWPID)`` works once per namespace a process's children go to; ``setns`` back to its own
+    namespace first makes it work for every child.
+    """
+    own_pid_namespace_for_children(own_ns_fd)
+    unshare(CLONE_NEWPID)
+
+
+def own_pid_namespace_for_children(own_ns_fd: int) -> None:
+    """Children of this process go to its own PID namespace again."""
+    _check(_libc.setns(own_ns_fd, CLONE_NEWPID), "setns")
 
 
 def drop_capabilities() -> None:

@@ -7,10 +7,12 @@ imports what graded code and probes need (torch, numpy, ``grader.transport``, ``
 when it forks. It never imports ``tricksref``, the suites or the hidden tests, and it never sees a student's
 code: the grader sends that straight to the sandbox.
 
-Per submission it forks a supervisor, which takes a session of its own, enters new mount, network, PID, IPC
-and UTS namespaces and forks the student's process: PID 1 of its namespace, so every process the student
-starts (double forks and ``setsid`` included) is killed by the kernel when it ends. Killing the supervisor
-kills the student's process (parent-death signal) and with it the namespace.
+Per submission (as root) it forks the student's process straight into a new PID namespace, as its PID 1
+(``setns`` + ``unshare(CLONE_NEWPID)`` before the fork), which then takes a session of its own and enters
+new mount, network, IPC and UTS namespaces: every process the student starts (double forks and ``setsid``
+included) is killed by the kernel when PID 1 ends, and the server kills PID 1 on request or past a
+deadline. Without root (a user namespace) or without namespaces, a supervisor process sits in between: it
+enters the namespaces, or acts as the subreaper that kills what the student leaves behind.
 
 Requests arrive on a SOCK_SEQPACKET socket as small JSON messages, with file descriptors attached::
 
@@ -141,6 +143,8 @@ class Server:
         self.status: dict[int, dict] = {}               # id -> exit status, until reaped by the grader
         self.forget: set[int] = set()
         self.scratch: dict[int, str] = {}              # id -> scratch folder (mode "none" only)
+        self.deadline: dict[int, float] = {}            # id -> when the server kills it whatever happens
+        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         self.next_id = 1
         self.mountpoint = tempfile.mkdtemp(prefix="grader-root-")
         self.forbidden = _forbidden_paths()
@@ -224,6 +228,7 @@ class Server:
             for cid, (p, _slot) in list(self.alive.items()):
                 if p == pid:
                     del self.alive[cid]
+                    self.deadline.pop(cid, None)
                     if cid in self.scratch:
                         self.sweep_orphans()
                         shutil.rmtree(self.scratch.pop(cid), ignore_errors=True)
@@ -261,16 +266,42 @@ class Server:
             self.scratch[cid] = req["scratch"]
             if os.geteuid() == 0:
                 os.chown(req["scratch"], self.uid_base + slot, self.uid_base + slot)
-        pid = os.fork()
+        if self.mode == "namespaces":
+            # the next child is PID 1 of a brand-new PID namespace: one fork, no supervisor process (a fork
+            # of this process, torch and all, costs tens of milliseconds)
+            self.jail.new_pid_namespace_for_children(self.pidns_fd)
+        try:
+            pid = os.fork()
+        finally:
+            if self.mode == "namespaces" and pid != 0:
+                self.jail.own_pid_namespace_for_children(self.pidns_fd)
         if pid == 0:
             code = 70
             try:
-                code = self.supervise(req, ctrl_fd, out_fd, slot)
+                code = (self.student(req, ctrl_fd, out_fd, slot) if self.mode == "namespaces"
+                        else self.supervise(req, ctrl_fd, out_fd, slot))
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
             os._exit(code)
         self.alive[cid] = (pid, slot)
+        self.deadline[cid] = time.monotonic() + float(req["limits"]["notebook_timeout"]) + \
+            float(req["limits"]["load_timeout"]) + 30.0
         return {"id": cid, "pid": pid}
+
+    def student(self, req: dict, ctrl_fd: int, out_fd: int, slot: int) -> int:
+        """Namespaces mode: this process is PID 1 of its namespace, and becomes the student's process."""
+        from . import child
+
+        os.close(self.pidns_fd)
+        self.sock.close()
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(s, signal.SIG_DFL)
+        uid = self.uid_base + slot
+        ctrl = child.lock_down(ctrl_fd=ctrl_fd, out_fd=out_fd, mode="namespaces", plan=self.plan, uid=uid,
+                               gid=uid, limits=req["limits"], scratch=None, forbidden=self.forbidden,
+                               unshare=self.jail.NAMESPACES & ~self.jail.CLONE_NEWPID)
+        child.serve(ctrl, req["assignment"])
+        return 0
 
     def supervise(self, req: dict, ctrl_fd: int, out_fd: int, slot: int) -> int:
         """The supervisor: own session, new namespaces, then the student's process as PID 1; wait for it."""
@@ -378,6 +409,13 @@ class Server:
         while True:
             events = poller.poll(200)
             self.reap()
+            now = time.monotonic()
+            for cid, end in list(self.deadline.items()):  # a backstop if the grader itself stalls
+                if now > end and cid in self.alive:
+                    try:
+                        os.kill(self.alive[cid][0], signal.SIGKILL)
+                    except OSError:
+                        pass
             if self.mode == "none" and time.monotonic() - last_sweep > 0.2:
                 self.sweep_orphans()
                 last_sweep = time.monotonic()
