@@ -427,6 +427,45 @@ def test_sandbox_output_is_captured_cut_and_escaped(server, capfd):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# other isolation modes
+
+
+def test_sandbox_user_namespace_mode_isolates_too():
+    """The unprivileged path (a user namespace instead of root), exercised here even where we are root."""
+    srv = ForkServer(extra_probes=TOY, isolation="userns")
+    try:
+        srv.ready()
+    except RuntimeError as exc:
+        pytest.skip(f"no user namespaces here: {exc}")
+    marker = f"{6000 + (uuid.uuid4().int % 900)}.{uuid.uuid4().int % 10**6}"
+    src = (
+        "import ctypes, os, socket, subprocess\n"
+        "def f(project, marker):\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    subprocess.Popen(['sleep', marker], start_new_session=True)\n"
+        "    try:\n"
+        "        import tricksref\n"
+        "        imported = True\n"
+        "    except ImportError:\n"
+        "        imported = False\n"
+        "    try:\n"
+        "        socket.create_connection(('8.8.8.8', 53), timeout=1)\n"
+        "        net = True\n"
+        "    except OSError:\n"
+        "        net = False\n"
+        "    return {'pid': os.getpid(), 'umount': libc.umount2(b'/usr', 2), 'imported': imported,\n"
+        "            'net': net, 'listing': sorted(os.listdir(project)) if os.path.isdir(project) else []}\n")
+    try:
+        with srv.open("toy", src, limits()) as sub:
+            got = sub.run("toy.value", name="f", args=[str(ROOT), marker])["value"]
+    finally:
+        srv.close()
+    assert set(got.pop("listing")) <= {".venv"}
+    assert got == {"pid": 1, "umount": -1, "imported": False, "net": False}
+    assert wait_until_gone(marker) == []
+
+
+# ---------------------------------------------------------------------------------------------------------
 # without namespaces
 
 

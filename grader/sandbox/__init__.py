@@ -172,7 +172,7 @@ class ForkServer:
                 raise RuntimeError(f"the sandbox's fork server could not start: {hello['error']}\n"
                                    f"{hello.get('trace', '')}")
             self._hello = hello
-            if hello.get("mode") != "namespaces":
+            if hello.get("mode") == "none":
                 _warn_once(hello)
         return self._hello
 
