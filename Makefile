@@ -39,5 +39,9 @@ lint: venv
 bench: venv
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
+## bundle: what students get, in dist/student (the site if built, exercises/, tricksref, the visible suites)
+bundle: venv
+	$(BIN)/python -m grader bundle dist/student --force
+
 clean:
 	rm -rf _build

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["check_float_tensor", "check_min_dim", "check_choice", "check_number"]
@@ -35,8 +37,8 @@ def check_choice(value, choices, name: str):
 def check_number(value, name: str, *, low=None, high=None, low_open=False, high_open=False,
                  integer=False):
     """Check a real scalar against an interval; ``[low, high]`` closed unless ``*_open`` is set."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
+    kind = numbers.Integral if integer else numbers.Real  # numpy scalars are welcome too
+    if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, kind):
         if isinstance(value, torch.Tensor) and value.numel() == 1 and not integer:
             value = value.item()
         else:
