@@ -238,7 +238,9 @@ def _progress(total: int, enabled: bool):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, file=sys.stderr, unit="nb", dynamic_ncols=True, desc="grading")
+    import shutil
+    cols = shutil.get_terminal_size((100, 24)).columns  # tqdm's own probe gives -1 on some terminals
+    return tqdm(total=total, file=sys.stderr, unit="nb", ncols=min(max(cols, 40), 120), desc="grading")
 
 
 def _limits_from(args):
