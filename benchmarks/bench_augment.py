@@ -1,21 +1,31 @@
-"""Batched augmentation vs. Pillow image by image: ColorJitter on a (256, 3, 32, 32) batch.
+"""Batched ColorJitter against Pillow image by image, on a (256, 3, 32, 32) batch.
 
 The baseline is what a per-image dataset transform does: for each image, draw four factors and a random
 order, then apply Pillow's ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color and a hue
-shift through Pillow's HSV conversion (torchvision's PIL kernel for adjust_hue), one image at a time.
-Ours is tricksref.augment.ColorJitter(0.4, 0.4, 0.4, 0.1) called once on the whole batch (float32 in
-[0, 1], and uint8), per-image factors and orders included. The contenders are timed interleaved, in one
-process, and the medians and their ratio are printed; then each functional op once, for reference.
+shift through Pillow's 8-bit HSV conversion (torchvision's PIL kernel for adjust_hue), one image at a time,
+on PIL images prepared beforehand (no tensor conversion is charged to either side). Ours is
+tricksref.augment.ColorJitter(0.4, 0.4, 0.4, 0.1) called once on the whole batch, per-image factors and
+orders included, on a float32 batch in [0, 1] and on a uint8 batch, with torch's default number of threads
+and with one thread. All contenders run interleaved in the same rounds (in a rotating order) in one process;
+the medians of wall and CPU time and the ratios Pillow / ours are printed. Then, for reference, the images
+per chunk of the batched pass (``--chunks``) and each functional op once; ``--profile`` prints where the
+time of one ColorJitter call goes (torch.profiler, one thread).
 
-    python benchmarks/bench_augment.py [--reps 21] [--batch 256] [--size 32] [--threads N] [--device cpu]
+    python benchmarks/bench_augment.py [--reps 31] [--batch 256] [--size 32] [--chunks 32,64,128,256]
+                                       [--profile] [--device cpu]
 
 Speed is reported, never asserted (the issue's target: ColorJitter at least 20x faster than Pillow).
 
-Measured on the project's 2-core machine while shared with about eight busy processes (load average 9),
-31 rounds: with one torch thread (``--threads 1``) the float32 batch took 64 ms against Pillow's 246 ms
-(3.8x; CPU time 23 ms against 86 ms, also 3.8x), the uint8 batch 2.6x. With torch's default two threads
-on that oversubscribed machine every op waits at its OpenMP barrier for a descheduled thread, and the
-batch took 2.5 s (0.1x): there, use one thread. Not yet measured on a GPU.
+Measured on the project's 2-core machine (AMD EPYC, 512 KB of L2 per core) while about eight other busy
+processes shared it (load average 8-10), 31 rounds, one torch thread, CPU-time medians: Pillow 103 ms,
+ColorJitter 14.5 ms on float32 (7.1x; the version before this one: 28 ms, 3.7x) and 16.5 ms on uint8
+(6.2x; before: 37 ms, 2.8x); wall-time ratios within 10% of these. The 20x target is not reached here: the
+batched pass is about 130 torch calls and some 28 passes over the 3 MB batch (a hue turn alone is ~20
+passes, each blend round ~5), and on this loaded machine each pass runs at the memory bandwidth left to it
+(~0.3 ns per element) and each call costs ~10-30 us; Pillow's 0.4 ms per image is mostly per-call
+overhead too. With torch's default two threads on that oversubscribed machine every parallel op waits at
+its OpenMP barrier for a descheduled thread: use one thread there (DataLoader workers do). Not yet measured
+on a GPU.
 """
 
 from __future__ import annotations
@@ -32,8 +42,10 @@ import torch
 from PIL import Image, ImageEnhance
 
 from tricksref import augment as A
+from tricksref.augment import color
 
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+PILLOW = "Pillow, image by image (uint8)"
 
 
 def pil_hue(img: Image.Image, factor: float) -> Image.Image:
@@ -93,41 +105,78 @@ def functional_ops(x: torch.Tensor, g: torch.Generator) -> dict:
 def interleaved_medians(contenders: dict, reps: int) -> dict[str, tuple[float, float]]:
     """Median (wall, CPU) seconds per call; every round runs each contender once, in a rotating order.
 
-    The CPU time (this process, all its threads) is reported beside the wall time because on a shared
+    A contender is ``(fn, sync, threads)``: torch's intra-op thread count is set to ``threads`` before each
+    call (None: leave it), so that one-thread and default-thread runs share the same rounds and the same
+    load. The CPU time (this process, all its threads) is reported beside the wall time because on a shared
     machine the wall time also counts the waits for a core that other processes hold.
     """
     names = list(contenders)
+    default_threads = torch.get_num_threads()
+
+    def call(name):
+        fn, sync, threads = contenders[name]
+        torch.set_num_threads(threads or default_threads)
+        sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
     for name in names:  # warm-up: allocator, lazy imports, CUDA context
-        contenders[name][0]()
-        contenders[name][0]()
+        call(name)
+        call(name)
     times = {name: ([], []) for name in names}
     for rep in range(reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:
-            fn, sync = contenders[name]
-            sync()
-            wall, cpu = time.perf_counter(), time.process_time()
-            fn()
-            sync()
-            times[name][0].append(time.perf_counter() - wall)
-            times[name][1].append(time.process_time() - cpu)
+            wall, cpu = call(name)
+            times[name][0].append(wall)
+            times[name][1].append(cpu)
+    torch.set_num_threads(default_threads)
     return {name: (statistics.median(w), statistics.median(c)) for name, (w, c) in times.items()}
+
+
+def print_table(medians: dict, batch: int) -> None:
+    base_wall, base_cpu = medians[PILLOW]
+    print(f"{'contender':<52} {'wall ms':>9} {'Pillow/this':>12}   {'CPU ms':>9} {'Pillow/this':>12}")
+    for name, (wall, cpu) in medians.items():
+        print(f"{name:<52} {wall * 1e3:>9.2f} {base_wall / wall:>11.1f}x   {cpu * 1e3:>9.2f} "
+              f"{base_cpu / cpu:>11.1f}x")
+
+
+def profile(x: torch.Tensor, jitter: A.ColorJitter, rows: int = 18) -> None:
+    """Where one ColorJitter call spends its time: torch ops by self CPU time, one thread, 10 calls."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        jitter(x, generator=gen)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            jitter(x, generator=gen)
+    torch.set_num_threads(threads)
+    print(f"\nprofile of 10 ColorJitter calls on a {x.dtype} batch {tuple(x.shape)}, one thread:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=21)
+    parser.add_argument("--reps", type=int, default=31)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--chunks", default="32,64,128,256",
+                        help="images per chunk of the batched pass to compare (comma-separated; '' for none)")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of ColorJitter")
     parser.add_argument("--device", action="append", default=None,
                         help="cpu, cuda (repeatable; default: cpu, and cuda when there is one)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    default_threads = torch.get_num_threads()
 
     print(f"# bench_augment: torch {torch.__version__}, Pillow {Image.__version__}, Python "
-          f"{platform.python_version()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"{platform.python_version()}, {os.cpu_count()} CPUs, torch threads {default_threads} by default, "
           f"load average {os.getloadavg()[0]:.1f}")
     for d in devices:
         if d.startswith("cuda"):
@@ -142,34 +191,54 @@ def main() -> None:
     rng = random.Random(0)
     jitter = A.ColorJitter(**JITTER)
     no_sync = lambda: None  # noqa: E731
+    batches = {}
 
-    contenders = {"Pillow, image by image (uint8)": (lambda: pil_color_jitter(images, rng), no_sync)}
+    contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync, None)}
     for d in devices:
         dev = torch.device(d)
         sync = (lambda dev=dev: torch.cuda.synchronize(dev)) if dev.type == "cuda" else no_sync
+        thread_settings = ((f"{default_threads} threads", None), ("1 thread", 1)) if dev.type == "cpu" \
+            else (("", None),)
         for name, x in (("float32", (x_u8.float() / 255).to(dev)), ("uint8", x_u8.to(dev))):
-            gen = torch.Generator().manual_seed(1)
-            contenders[f"ColorJitter, batched, {d} {name}"] = (
-                lambda x=x, gen=gen: jitter(x, generator=gen), sync)
-    medians = interleaved_medians(contenders, args.reps)
-
-    base_wall, base_cpu = medians["Pillow, image by image (uint8)"]
-    print(f"{'contender':<36} {'wall ms':>9} {'us/image':>9} {'Pillow/this':>12}   {'CPU ms':>9} "
-          f"{'Pillow/this':>12}")
-    for name, (wall, cpu) in medians.items():
-        print(f"{name:<36} {wall * 1e3:>9.3f} {wall / batch * 1e6:>9.2f} {base_wall / wall:>11.1f}x   "
-              f"{cpu * 1e3:>9.3f} {base_cpu / cpu:>11.1f}x")
+            batches[(d, name)] = x
+            for label, threads in thread_settings:
+                gen = torch.Generator().manual_seed(1)
+                contenders[f"ColorJitter, batched, {d} {name}, {label}".rstrip(", ")] = (
+                    lambda x=x, gen=gen: jitter(x, generator=gen), sync, threads)
+    print_table(interleaved_medians(contenders, args.reps), batch)
     print("(wall: median wall-clock time; CPU: median CPU time of this process, all threads; on CUDA the "
           "CPU time is the host's share only)")
+
+    chunks = [int(c) for c in args.chunks.split(",") if c]
+    if chunks:
+        # the same draws for every chunk size: the pass itself, color_jitter's core, on fixed parameters
+        params = jitter.get_params(batch, torch.Generator().manual_seed(1))
+        contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync, None)}
+        for (d, name), x in batches.items():
+            if d != "cpu":
+                continue
+            for n in chunks:
+                contenders[f"batched pass, {name}, chunks of {n} images, 1 thread"] = (
+                    lambda x=x, n=n: color._jitter(x, params.order, *params[1:], chunk=n), no_sync, 1)
+        print(f"\nimages per chunk of the batched pass (default: {color._CHUNK_ELEMENTS} elements, "
+              f"{min(batch, color._CHUNK_ELEMENTS // (3 * size * size))} images here), "
+              f"{args.reps} interleaved rounds:")
+        print_table(interleaved_medians(contenders, args.reps), batch)
 
     for d in devices:
         dev = torch.device(d)
         sync = (lambda dev=dev: torch.cuda.synchronize(dev)) if dev.type == "cuda" else no_sync
         ops = functional_ops((x_u8.float() / 255).to(dev), g)
-        op_medians = interleaved_medians({k: (fn, sync) for k, fn in ops.items()}, max(5, args.reps // 2))
-        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), medians, for reference:")
+        op_medians = interleaved_medians({k: (fn, sync, None) for k, fn in ops.items()},
+                                         max(5, args.reps // 2))
+        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), default threads, "
+              f"medians, for reference:")
         for name, (wall, cpu) in op_medians.items():
             print(f"  {name:<42} {wall * 1e3:>9.3f} ms wall {cpu * 1e3:>9.3f} ms CPU")
+
+    if args.profile:
+        for name in ("float32", "uint8"):
+            profile(batches[("cpu", name)], jitter)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._common import check_factor, check_generator, check_image, rand, to_work
+from ._common import check_factor, check_generator, check_image, rand, to_work, work_dtype
 
 __all__ = [
     "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
@@ -58,66 +58,117 @@ _NEEDS_RGB = " (an RGB image; grayscale has no saturation or hue)"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# kernels: on the float working copy w (values in [0, bound]), factors already checked and broadcastable
+# kernels: in place on a float working copy w that the caller owns (values in [0, bound]), factors already
+# checked and shaped (n, 1, 1, 1). The functional ops and ColorJitter run exactly these kernels, so their
+# results agree bit for bit. Speed notes (CPU, measured in benchmarks/bench_augment.py): every torch call is
+# one pass over its tensors, so the kernels write in place or into scratch the caller allocated once
+# (a fresh multi-megabyte tensor costs page faults on every call), and use no torch.where, boolean masks or
+# trunc, which run several times slower than arithmetic on the CPU.
 
 
-def _gray(w: torch.Tensor, integer: bool) -> torch.Tensor:
-    """gray(w), shape (B, 1, H, W); floored for uint8 levels, as torchvision does before blending."""
+def _gray(w: torch.Tensor, integer: bool, out: torch.Tensor) -> torch.Tensor:
+    """gray(w) written into ``out`` (n, 1, H, W); floored for uint8 levels, as torchvision does."""
     if w.shape[1] == 1:
-        return w
+        return out.copy_(w)
     r, g, b = w.unbind(1)
-    # torchvision's expression and order of operations, so that uint8 floors agree with it
-    gray = r.mul(GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
-    return gray.floor_() if integer else gray
-
-
-def _finish(out: torch.Tensor, bound: float, integer: bool) -> torch.Tensor:
-    """Clamp to [0, bound] in place; truncate uint8 levels (values are >= 0, so floor is the truncation)."""
-    out = out.clamp_(0, bound)
+    # torchvision's order of operations, so that uint8 floors agree with it
+    torch.mul(r, GRAY_WEIGHTS[0], out=out[:, 0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2])
     return out.floor_() if integer else out
 
 
-def _blend(w: torch.Tensor, f: torch.Tensor, g, bound: float, integer: bool) -> torch.Tensor:
-    """``clamp(f * w + (1 - f) * g, 0, bound)``, f of shape (B, 1, 1, 1); g None means 0 (brightness)."""
-    out = w * f if g is None else torch.addcmul(g * (1 - f), w, f)  # one pass over w, not three
-    return _finish(out, bound, integer)
+def _blend(w: torch.Tensor, f: torch.Tensor, cm, cs, bound: float, integer: bool, gray: torch.Tensor) -> None:
+    """In place: ``w <- clamp(f w + cs gray(w) + cm mean(gray(w)), 0, bound)``, truncated for uint8 levels.
+
+    One formula for the three blends: brightness is (cm, cs) = (0, 0), contrast (1 - f, 0), saturation
+    (0, 1 - f); ``cm`` or ``cs`` None means 0 for every image. ColorJitter passes each image its own
+    (f, cm, cs), so one call blends a batch in which every image runs its own op. The results agree bit for
+    bit with the single-op calls, because the terms that vanish are exact zeros (0 * gray + x = x and
+    0 + f w = f w in floating point). ``gray`` is (n, 1, H, W) scratch.
+    """
+    if cm is None and cs is None:  # brightness only: no partner image
+        w.mul_(f)
+    else:
+        gray = _gray(w, integer, gray)
+        if cs is None:  # contrast only: the partner is the flat mean
+            gray.copy_(gray.mean(dim=(1, 2, 3), keepdim=True).mul_(cm).expand_as(gray))
+        else:
+            mean = gray.mean(dim=(1, 2, 3), keepdim=True).mul_(cm) if cm is not None else None
+            gray.mul_(cs)
+            if mean is not None:
+                gray.add_(mean)
+        torch.addcmul(gray, w, f, out=w)  # one pass over w for the whole blend
+    w.clamp_(0, bound)
+    if integer:
+        w.floor_()  # values are >= 0 here, so floor is torchvision's truncation
+
+
+#: per-channel offsets n / 6 of the hue formula (n = 5, 3, 1 for R, G, B) and the (2 m + 1) of each channel m
+#: being the largest, see :func:`_hue`
+_HUE_OFFSETS = (5 / 6, 3 / 6, 1 / 6)
+_HUE_BASES = (1.0, 3.0, 5.0)
 
 
 def _hue_shift(f: torch.Tensor) -> torch.Tensor:
-    """The hue factor f (B, 1, 1, 1) as the per-channel offset ``6 f + n + 6`` of :func:`_hue`, (B, 3, 1, 1).
+    """The hue factor f (n, 1, 1, 1) as the per-channel shift ``frac(f + n / 6 + 1)`` of :func:`_hue`,
+    shape (n, 3, 1, 1); the 1 keeps the argument of frac positive (f >= -0.5)."""
+    offsets = torch.tensor(_HUE_OFFSETS, dtype=f.dtype, device=f.device).view(1, 3, 1, 1)
+    return (f + offsets).add_(1).frac_()
 
-    n = 5, 3, 1 for R, G, B; the extra 6 keeps k positive (h6 >= -1, 6 f >= -3), so that its fractional
-    part gives k mod 6.
+
+class _HueScratch(NamedTuple):
+    """Scratch of :func:`_hue` for up to N images, allocated once per call of ColorJitter."""
+
+    full: torch.Tensor  #: (N, 3, H, W)
+    planes: torch.Tensor  #: (5, N, 1, H, W)
+    bases: torch.Tensor  #: (1, 3, 1, 1), the 2 m + 1 of :data:`_HUE_BASES`
+
+    @classmethod
+    def like(cls, w: torch.Tensor) -> _HueScratch:
+        n, _, height, width = w.shape
+        return cls(torch.empty(n, 3, height, width, dtype=w.dtype, device=w.device),
+                   torch.empty(5, n, 1, height, width, dtype=w.dtype, device=w.device),
+                   torch.tensor(_HUE_BASES, dtype=w.dtype, device=w.device).view(1, 3, 1, 1))
+
+
+def _hue(w: torch.Tensor, shift: torch.Tensor, integer: bool, scratch=None) -> None:
+    """In place: turn the hue of RGB images; ``shift`` from :func:`_hue_shift`, ``scratch`` a
+    :class:`_HueScratch` for at least as many images (allocated when None).
+
+    HSV's hue H, from the largest channel m: with V = max(R, G, B), c = V - min(R, G, B) (= V S),
+    ``6 H c = G - B, 2 c + B - R, 4 c + R - G`` for m = R, G, B (mod 6 c; red wins ties, then green, as in
+    Pillow and colorsys; the candidates of tied channels agree mod 6 c, so any of them will do). Back to RGB
+    with the hue turned by f, each channel n is
+    ``V - c clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6 (H + f)) mod 6``, n = 5, 3, 1 for R, G, B,
+    written as ``clamp(V - 2 c + 6 c D, V - c, V)`` with D = |frac((H + 1/6) + frac(f + n / 6 + 1)) - 1/2|,
+    the distance in turns from the middle of the channel's dark third. The turn keeps S and V, so max and
+    min stay as they are and the clamp keeps every channel within them exactly: about 20 passes, none of
+    them a torch.where.
     """
-    n = torch.tensor([11.0, 9.0, 7.0], dtype=f.dtype, device=f.device).view(1, 3, 1, 1)
-    return 6 * f + n
-
-
-def _hue(w: torch.Tensor, shift: torch.Tensor, integer: bool) -> torch.Tensor:
-    """Turn the hue of RGB images; ``shift`` from :func:`_hue_shift`.
-
-    The closed form of HSV -> RGB: with V = max, V S = max - min = delta and h6 = 6 H,
-    ``channel_n = V - V S clamp(min(k, 4 - k), 0, 1)``, ``k = (n + h6 + 6 f) mod 6``, n = 5, 3, 1 for
-    R, G, B. The shift keeps S and V, so max and min stay as they are: only h6 needs computing.
-    """
+    n = w.shape[0]
+    scratch = _HueScratch.like(w) if scratch is None else scratch
+    cand = scratch.full[:n]
+    vmax, vmin, chroma, hue, low = scratch.planes[:, :n].unbind(0)  # (n, 1, H, W) each
     if integer:
-        w = w * (1.0 / 255)
-    r, g, b = w.unbind(1)  # (B, H, W) each
-    # (torch.aminmax over the channel dimension is many times slower on the CPU than these four passes)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    delta = maxc - minc
-    # 6 H times delta, by which channel is the largest (red wins ties, then green, as in Pillow)
-    num = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(delta, alpha=2),
-                                                    (r - g).add_(delta, alpha=4)))
-    h6 = num.div_(delta).nan_to_num_(0.0)  # grey pixels (delta = 0): any hue will do; 0/0 -> 0
-    k = (h6.unsqueeze(1) + shift).mul_(1 / 6).frac_().mul_(6)  # (B, 3, H, W), k mod 6 in [0, 6)
-    t = torch.minimum(k, 4 - k).clamp_(0, 1)
-    out = torch.addcmul(maxc.unsqueeze(1), delta.unsqueeze(1), t, value=-1)
+        w.mul_(1 / 255)
+    torch.amax(w, 1, keepdim=True, out=vmax)  # V
+    torch.amin(w, 1, keepdim=True, out=vmin)
+    torch.sub(vmax, vmin, out=chroma)  # c
+    r, g, b = w.unbind(1)
+    cand_r, cand_g, cand_b = cand.unbind(1)
+    torch.sub(g, b, out=cand_r)
+    torch.sub(b, r, out=cand_g)
+    torch.sub(r, g, out=cand_b)
+    cand.addcmul_(chroma, scratch.bases)  # 6 H c + c if channel m is the largest, all >= 0
+    cand.mul_(torch.eq(w, vmax, out=w))  # 0 for the channels that are not the largest (w is rebuilt below)
+    torch.amax(cand, 1, keepdim=True, out=hue)
+    hue.div_(chroma).nan_to_num_(0.0)  # 6 H + 1; grey pixels (0 / 0) get any hue: 0
+    torch.sub(vmax, chroma, alpha=2, out=low)  # V - 2 c
+    dist = torch.add(shift, hue, alpha=1 / 6, out=cand).frac_().sub_(0.5).abs_()  # D, (n, 3, H, W)
+    torch.addcmul(low, chroma, dist, value=6, out=w)
+    torch.clamp(w, vmin, vmax, out=w)
     if integer:
-        # torchvision's float -> uint8 conversion: times 256 - 1e-3, truncated (-0.0 for a -ulp stays 0)
-        out = out.mul_(255.999).trunc_()
-    return out
+        # torchvision's float -> uint8 conversion: times 256 - 1e-3, truncated (values are >= 0)
+        w.mul_(255.999).floor_()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,14 +182,22 @@ def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     """
     check_image(x, channels=_GRAY_OR_COLOR)
     w, _, integer = to_work(x)
-    return _gray(w, integer).to(x.dtype, copy=True)
+    gray = torch.empty(w.shape[0], 1, *w.shape[2:], dtype=w.dtype, device=w.device)
+    return _gray(w, integer, gray).to(x.dtype)
 
 
 def _apply(x, factor, *, channels, low, high, kernel):
     check_image(x, channels=channels, why=_NEEDS_RGB if channels == _COLOR else "")
     f = check_factor(factor, "factor", x.shape[0], low=low, high=high)
     w, bound, integer = to_work(x)
-    return kernel(w, _per_image(f, w), bound, integer).to(x.dtype)
+    if w is x:  # the kernels work in place, never in the caller's tensor
+        w = w.clone()
+    kernel(w, _per_image(f, w), bound, integer)
+    return w.to(x.dtype)
+
+
+def _gray_scratch(w: torch.Tensor) -> torch.Tensor:
+    return torch.empty(w.shape[0], 1, *w.shape[2:], dtype=w.dtype, device=w.device)
 
 
 def _per_image(f, w: torch.Tensor) -> torch.Tensor:
@@ -168,7 +227,7 @@ def adjust_brightness(x: torch.Tensor, factor) -> torch.Tensor:
         0.75
     """
     return _apply(x, factor, channels=_GRAY_OR_COLOR, low=0.0, high=None,
-                  kernel=lambda w, f, bound, integer: _blend(w, f, None, bound, integer))
+                  kernel=lambda w, f, bound, integer: _blend(w, f, None, None, bound, integer, None))
 
 
 def adjust_contrast(x: torch.Tensor, factor) -> torch.Tensor:
@@ -185,7 +244,7 @@ def adjust_contrast(x: torch.Tensor, factor) -> torch.Tensor:
         x: (B, C, H, W); output: the same, same dtype.
     """
     def kernel(w, f, bound, integer):
-        return _blend(w, f, _gray(w, integer).mean(dim=(1, 2, 3), keepdim=True), bound, integer)
+        _blend(w, f, 1 - f, None, bound, integer, _gray_scratch(w))
 
     return _apply(x, factor, channels=_GRAY_OR_COLOR, low=0.0, high=None, kernel=kernel)
 
@@ -204,8 +263,10 @@ def adjust_saturation(x: torch.Tensor, factor) -> torch.Tensor:
     Shape:
         x: (B, 3, H, W); output: the same, same dtype.
     """
-    return _apply(x, factor, channels=_COLOR, low=0.0, high=None,
-                  kernel=lambda w, f, bound, integer: _blend(w, f, _gray(w, integer), bound, integer))
+    def kernel(w, f, bound, integer):
+        _blend(w, f, None, 1 - f, bound, integer, _gray_scratch(w))
+
+    return _apply(x, factor, channels=_COLOR, low=0.0, high=None, kernel=kernel)
 
 
 def adjust_hue(x: torch.Tensor, factor) -> torch.Tensor:
@@ -247,47 +308,89 @@ def _check_order(order, batch: int, device) -> torch.Tensor:
     return order
 
 
-def _jitter(w: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, bound: float, integer: bool):
-    """Four rounds; in round r image i applies op ``order[i, r]``. Factors: (B, 1, 1, 1) tensors or None.
+#: images per pass of :func:`_jitter`, as a number of float elements (4 MB of float32): the whole of a
+#: (256, 3, 32, 32) batch, a few images of 224 x 224. Larger passes cost more scratch and leave the caches;
+#: smaller ones pay the per-call overhead of some 130 torch calls more often (benchmarks/bench_augment.py
+#: measures chunk sizes).
+_CHUNK_ELEMENTS = 1 << 20
 
-    The three blends (brightness, contrast, saturation) share one formula, f * w + (1 - f) * g, so a round
-    does them all in one pass: each image gets the factor f and the partner g of its own op, and an image
-    whose op this round is the hue or a disabled op gets f = 1, which leaves it exactly as it is. The hue,
-    the costly op, runs only on the images whose turn it is (about a quarter of the batch per round).
+
+def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | None = None) -> torch.Tensor:
+    """ColorJitter's work: image i applies op ``order[i, r]`` in round r; factors (B,) tensors or None.
+
+    Every image runs its own sequence of ops, yet the batch runs together:
+
+    * the three blends share one formula (:func:`_blend`), so a blend round is one batched call in which
+      each image brings its own (f, cm, cs). Counting only the k blends that are on, an image's sequence is
+      blend 1, ..., blend k with its hue somewhere among them: the work is k blend rounds over the whole
+      batch, with hue slot j (the images whose hue comes after j blends) before blend round j + 1;
+    * the images are sorted by hue slot once, so each hue slot is a contiguous slice, the hue (the costly
+      op) runs on exactly the images that need it, and nothing is gathered or scattered per round;
+    * the batch is cut into chunks of ``chunk`` images, each loaded once into a float buffer (with its
+      permutation), processed in place with scratch allocated once, and stored back in input order.
+
+    Returns a new tensor in x's dtype; x is not modified.
     """
-    blend_on = [f is not None for f in (fb, fc, fs)]
-    if any(blend_on):
-        ones = torch.ones(w.shape[0], dtype=w.dtype, device=w.device)
-        # table[i, op]: image i's factor for op; 1 (a blend that changes nothing) for the hue and ops off
-        table = torch.stack([ones if f is None else f.view(-1) for f in (fb, fc, fs)] + [ones], dim=1)
-        f_round = table.gather(1, order)  # (B, 4): the factor image i blends with in round r
+    batch, channels, height, width = x.shape
+    out = torch.empty_like(x)
+    if batch == 0:
+        return out
+    device, work = x.device, work_dtype(x.dtype)
+    integer, bound = x.dtype == torch.uint8, (255.0 if x.dtype == torch.uint8 else 1.0)
+    per_image = channels * height * width
+    chunk = chunk or max(1, _CHUNK_ELEMENTS // max(per_image, 1))
+    chunk = min(chunk, batch)
+
+    # each image's blends in its order (k of them), and its hue slot: how many of them precede its hue
+    on = (fb is not None, fc is not None, fs is not None)
+    k = sum(on)
+    keep = torch.tensor((*on, False), device=device)[order]  # (B, 4)
+    blends = order[keep].view(batch, k)
+    slot = (keep.cumsum(1) * (order == HUE)).sum(1) if fh is not None else torch.zeros_like(order[:, 0])
+    # within each chunk, images sorted by hue slot; ends[c * (k + 1) + j]: end of slot j of chunk c
+    first = torch.arange(batch, device=device).div_(chunk, rounding_mode="floor").mul_(chunk)  # chunk start
+    key = first * (k + 1) + slot * chunk  # orders by chunk, then slot (slot * chunk < (k + 1) * chunk)
+    perm = key.argsort(stable=True)
+    ends = torch.bincount(key.div(chunk, rounding_mode="floor"),
+                          minlength=(k + 1) * -(-batch // chunk)).cumsum(0).tolist()
+    home = perm.argsort().sub_(first)  # where each chunk's output row sits in its chunk buffer
+
+    # per image (in sorted order) and blend round: (f, cm, cs), stacked as (B, k, 3, 1, 1, 1)
+    if k:
+        ones = torch.ones(batch, dtype=work, device=device)
+        table = torch.stack([ones if f is None else f.to(work) for f in (fb, fc, fs)], dim=1)  # (B, 3)
+        blends = blends[perm]
+        f_round = table[perm].gather(1, blends)  # (B, k)
         one_minus = 1 - f_round
-        c_con = (order == CONTRAST) * one_minus  # weight of mean(gray) in round r: 1 - f or 0
-        c_sat = (order == SATURATION) * one_minus  # weight of gray in round r
-    shift = None if fh is None else _hue_shift(fh)  # (B, 3, 1, 1)
-    owned = False  # w may still be the caller's tensor: never write into it
-    for r in range(4):
-        if any(blend_on):
-            f = f_round[:, r].view(-1, 1, 1, 1)
-            if fc is None and fs is None:
-                out = w * f
-            else:
-                gray = _gray(w, integer)  # (B, 1, H, W)
-                if fc is None:  # (1 - f) g without a (B, 1, H, W) torch.where
-                    g1 = gray * c_sat[:, r].view(-1, 1, 1, 1)
-                else:
-                    g1 = c_con[:, r].view(-1, 1, 1, 1) * gray.mean(dim=(1, 2, 3), keepdim=True)
-                    if fs is not None:
-                        g1 = torch.addcmul(g1, gray, c_sat[:, r].view(-1, 1, 1, 1))
-                out = torch.addcmul(g1, w, f)
-            w, owned = _finish(out, bound, integer), True
-        if fh is not None:
-            sel = (order[:, r] == HUE).nonzero().squeeze(1)
-            if sel.numel():
-                if not owned:
-                    w, owned = w.clone(), True
-                w.index_copy_(0, sel, _hue(w.index_select(0, sel), shift.index_select(0, sel), integer))
-    return w
+        coef = torch.stack((f_round, (blends == CONTRAST) * one_minus, (blends == SATURATION) * one_minus),
+                           dim=2).view(batch, k, 3, 1, 1, 1)
+    shift = _hue_shift(fh.to(work)[perm].view(-1, 1, 1, 1)) if fh is not None else None
+
+    w_all = torch.empty(chunk, channels, height, width, dtype=work, device=device)
+    gray_all = torch.empty(chunk, 1, height, width, dtype=work, device=device)
+    # the hue runs on one slot at a time: scratch for the largest slot, not for the chunk
+    largest_slot = max(b - a for a, b in zip([0, *ends[:-1]], ends, strict=True))
+    hue_scratch = _HueScratch.like(w_all[:largest_slot]) if fh is not None else None
+    cast = torch.empty_like(w_all, dtype=x.dtype) if x.dtype != work else None  # uint8 / half in and out
+    for c, a in enumerate(range(0, batch, chunk)):
+        e = min(a + chunk, batch)
+        w = w_all[:e - a]
+        if cast is None:
+            torch.index_select(x, 0, perm[a:e], out=w)
+        else:
+            w.copy_(torch.index_select(x, 0, perm[a:e], out=cast[:e - a]))
+        for j in range(k + 1):
+            h0, h1 = ends[c * (k + 1) + j - 1] if c or j else 0, ends[c * (k + 1) + j]
+            if fh is not None and h1 > h0:
+                _hue(w[h0 - a:h1 - a], shift[h0:h1], integer, hue_scratch)
+            if j < k:
+                f, cm, cs = coef[a:e, j].unbind(1)
+                _blend(w, f, cm if on[1] else None, cs if on[2] else None, bound, integer, gray_all[:e - a])
+        if cast is None:
+            torch.index_select(w, 0, home[a:e], out=out[a:e])
+        else:
+            torch.index_select(cast[:e - a].copy_(w), 0, home[a:e], out=out[a:e])
+    return out
 
 
 def color_jitter(x: torch.Tensor, order: torch.Tensor, brightness=None, contrast=None, saturation=None,
@@ -319,9 +422,9 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, brightness=None, contrast
              ("saturation", saturation, 0.0, None), ("hue", hue, -0.5, 0.5))
     factors = [None if f is None else check_factor(f, name, batch, low=low, high=high)
                for name, f, low, high in specs]
-    w, bound, integer = to_work(x)
-    factors = [None if f is None else _per_image(f, w) for f in factors]
-    return _jitter(w, order, *factors, bound, integer).to(x.dtype)
+    work = work_dtype(x.dtype)
+    factors = [None if f is None else _per_image(f, x.new_empty(batch, dtype=work)).view(-1) for f in factors]
+    return _jitter(x, order, *factors)
 
 
 class JitterParams(NamedTuple):
@@ -425,9 +528,7 @@ class ColorJitter(nn.Module):
         if (self.saturation is not None or self.hue is not None) and x.shape[1] != 3:
             check_image(x, channels=_COLOR, why=_NEEDS_RGB)
         params = self.get_params(x.shape[0], generator, x.device)
-        w, bound, integer = to_work(x)
-        factors = [None if f is None else f.to(w.dtype).view(-1, 1, 1, 1) for f in params[1:]]
-        return _jitter(w, params.order, *factors, bound, integer).to(x.dtype)
+        return _jitter(x, params.order, *params[1:])
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={getattr(self, name)}" for name in _OP_NAMES)
