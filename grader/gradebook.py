@@ -174,11 +174,17 @@ class Course:
 
     def record(self, gb, item: Item, result, suite_tests: Iterable[str]) -> dict:
         """Write one notebook's result into the gradebook (one commit), then its autograded notebook."""
+        import warnings
+
+        from sqlalchemy.exc import SAWarning
+
         gb.update_or_create_student(item.student)
-        if item.timestamp is not None:
-            gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
-        else:
-            gb.update_or_create_submission(item.assignment, item.student)
+        with warnings.catch_warnings():  # nbgrader's add_submission warns about its own autoflush, harmlessly
+            warnings.simplefilter("ignore", SAWarning)
+            if item.timestamp is not None:
+                gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
+            else:
+                gb.update_or_create_submission(item.assignment, item.student)
         notebook = gb.find_notebook(item.notebook, item.assignment)
         by_name = {t["name"]: t for t in (result.tests if result is not None else [])}
         known = set(suite_tests)
