@@ -191,6 +191,17 @@ def test_hue_keeps_max_and_min_and_zero_shift_is_identity(dtype):
         torch.testing.assert_close(same, x, rtol=0, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hue_output_within_input_min_and_max(device, dtype):
+    # the turn keeps V = max and V - c = min; the kernel clamps each channel to exactly these, so no rounding
+    # error can leave [min, max] (or [0, 1])
+    x = _images(6, 3, 9, 7, dtype, device=device)
+    x[:2] = (x[:2] * 4).round() / 4  # greys, primaries and ties between the largest channels
+    out = A.adjust_hue(x, torch.tensor([-0.5, -0.3, -0.1, 0.05, 0.25, 0.5], device=device))
+    assert (out <= x.amax(1, keepdim=True)).all() and (out >= x.amin(1, keepdim=True)).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
 # ---------------------------------------------------------------------------------------------------------
 # all ops: dtypes, per-image factors, devices
 
@@ -223,6 +234,17 @@ def test_color_ops_same_on_every_device(device):
     xu = _images(4, 3, 8, 8, torch.uint8)
     for op, f in zip(OPS, (1.4, 0.7, 1.6, -0.3), strict=True):
         assert (op(xu.to(device), f).cpu().int() - op(xu, f).int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("op, f", [(A.adjust_brightness, 1.3), (A.adjust_contrast, 0.6),
+                                   (A.adjust_saturation, 1.7), (A.adjust_hue, 0.2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8])
+def test_color_ops_leave_the_input_alone(device, op, f, dtype):
+    # the kernels work in place: on a copy, never in the caller's tensor (float32 works in its own dtype)
+    x = _images(3, 3, 5, 4, dtype, device=device)
+    before = x.clone()
+    out = op(x, f)
+    assert torch.equal(x, before) and out.data_ptr() != x.data_ptr()
 
 
 def test_rgb_to_grayscale_weights():
@@ -260,6 +282,32 @@ def test_colorjitter_equals_ops_applied_image_by_image(device, dtype, kwargs):
     assert out.dtype == dtype and torch.equal(out, _sequential(x, params))
     # the module draws exactly these parameters from the same generator state
     assert torch.equal(jitter(x, generator=torch.Generator().manual_seed(4)), out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+@pytest.mark.parametrize("kwargs", [dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+                                    dict(saturation=1.0, hue=0.5), dict(brightness=0.8, contrast=0.5)])
+def test_colorjitter_chunked_equals_whole_batch(device, dtype, kwargs, monkeypatch):
+    # a batch cut into chunks (each with its own hue slots, and a last chunk that is not full) gives the
+    # same bits as one pass, and as the functional ops applied image by image
+    from tricksref.augment import color
+
+    x = _images(23, 3, 6, 5, dtype, device=device)
+    jitter = A.ColorJitter(**kwargs)
+    whole = jitter(x, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(color, "_CHUNK_ELEMENTS", 4 * 3 * 6 * 5)  # 4 images per chunk
+    chunked = jitter(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(chunked, whole)
+    assert torch.equal(chunked, _sequential(x, jitter.get_params(23, torch.Generator().manual_seed(5))))
+
+
+def test_colorjitter_empty_batch_and_empty_images(device):
+    jitter = A.ColorJitter(0.4, 0.4, 0.4, 0.1)
+    for shape in [(0, 3, 4, 4), (2, 3, 0, 4)]:
+        for dtype in (torch.float32, torch.uint8):
+            x = torch.zeros(shape, dtype=dtype, device=device)
+            out = jitter(x, generator=torch.Generator().manual_seed(0))
+            assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
 def test_colorjitter_grayscale_images(device):

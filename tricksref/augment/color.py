@@ -192,7 +192,7 @@ def _apply(x, factor, *, channels, low, high, kernel):
     w, bound, integer = to_work(x)
     if w is x:  # the kernels work in place, never in the caller's tensor
         w = w.clone()
-    kernel(w, _per_image(f, w), bound, integer)
+    kernel(w, _per_image(f, w.shape[0], w.dtype, w.device).view(-1, 1, 1, 1), bound, integer)
     return w.to(x.dtype)
 
 
@@ -200,12 +200,12 @@ def _gray_scratch(w: torch.Tensor) -> torch.Tensor:
     return torch.empty(w.shape[0], 1, *w.shape[2:], dtype=w.dtype, device=w.device)
 
 
-def _per_image(f, w: torch.Tensor) -> torch.Tensor:
-    """A checked factor as a (B, 1, 1, 1) tensor in w's dtype: one arithmetic path for numbers and tensors,
+def _per_image(f, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A checked factor as a (B,) tensor in the working dtype: one arithmetic path for numbers and tensors,
     so that the functional ops and ColorJitter give bit-identical results."""
     if isinstance(f, torch.Tensor):
-        return f.to(device=w.device, dtype=w.dtype).view(-1, 1, 1, 1)
-    return torch.full((w.shape[0], 1, 1, 1), f, dtype=w.dtype, device=w.device)
+        return f.to(device=device, dtype=dtype)
+    return torch.full((batch,), f, dtype=dtype, device=device)
 
 
 def adjust_brightness(x: torch.Tensor, factor) -> torch.Tensor:
@@ -401,8 +401,9 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, brightness=None, contrast
     ``order[i, 1]``, and so on, where 0 = :func:`adjust_brightness`, 1 = :func:`adjust_contrast`,
     2 = :func:`adjust_saturation`, 3 = :func:`adjust_hue` (torchvision's numbering); an op whose factor is
     None is skipped. The result is bit for bit that of applying the functional ops image by image in that
-    order (for uint8, with the truncation after every op, as torchvision does), but runs batched: four
-    rounds over the whole batch.
+    order (for uint8, with the truncation after every op, as torchvision does), but runs batched: one
+    blend round over the whole batch per blend op that is on, and the hue on the images whose turn it is
+    (see :func:`_jitter`).
 
     Args:
         x: images, float in [0, 1] or uint8; C = 3, or C = 1 when saturation and hue are None.
@@ -423,8 +424,7 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, brightness=None, contrast
     factors = [None if f is None else check_factor(f, name, batch, low=low, high=high)
                for name, f, low, high in specs]
     work = work_dtype(x.dtype)
-    factors = [None if f is None else _per_image(f, x.new_empty(batch, dtype=work)).view(-1) for f in factors]
-    return _jitter(x, order, *factors)
+    return _jitter(x, order, *(None if f is None else _per_image(f, batch, work, x.device) for f in factors))
 
 
 class JitterParams(NamedTuple):
@@ -474,7 +474,10 @@ class ColorJitter(nn.Module):
     The ops are :func:`adjust_brightness` (``clamp(f x)``), :func:`adjust_contrast`
     (``clamp(f x + (1 - f) mean(gray(x)))``), :func:`adjust_saturation` (``clamp(f x + (1 - f) gray(x))``)
     and :func:`adjust_hue` (H <- H + f in HSV); the order is a uniformly random permutation per image, as
-    torchvision's ``torch.randperm(4)``. The work is done by :func:`color_jitter` in four batched rounds.
+    torchvision's ``torch.randperm(4)``. The work is batched as in :func:`color_jitter`, with the same
+    result bit for bit as the functional ops applied image by image. On the CPU it is memory-bound: run it
+    with one intra-op thread (``torch.set_num_threads(1)``, as DataLoader workers do) on a machine whose
+    cores are shared, where every parallel op would wait for a descheduled thread.
 
     Args:
         brightness: how much to jitter brightness, a number >= 0 or a (min, max) pair. Default: 0.
