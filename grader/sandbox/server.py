@@ -98,6 +98,22 @@ def _warm_up(torch) -> None:
     torch.bernoulli(torch.full((3,), 0.5), generator=g)
 
 
+def _remove_stale_mountpoints() -> None:
+    """The empty folders of fork servers that were killed (SIGKILL leaves no time to remove them)."""
+    import glob
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "grader-root-*-*")):
+        try:
+            pid = int(os.path.basename(path).split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                os.rmdir(path)  # only ever empty: the sandboxes mount over it in their own namespaces
+            except OSError:
+                pass
+        except (ValueError, IndexError, PermissionError):
+            pass
+
+
 def _forbidden_paths() -> list[str]:
     """Folders graded code must not see: the project, and wherever tricksref or the grader lives."""
     import grader
@@ -146,7 +162,8 @@ class Server:
         self.deadline: dict[int, float] = {}            # id -> when the server kills it whatever happens
         self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
         self.next_id = 1
-        self.mountpoint = tempfile.mkdtemp(prefix="grader-root-")
+        _remove_stale_mountpoints()
+        self.mountpoint = tempfile.mkdtemp(prefix=f"grader-root-{os.getpid()}-")
         self.forbidden = _forbidden_paths()
         self.plan = jail.root_plan(self.mountpoint, _python_paths(), self.forbidden)
         self.scratch_parent = None
