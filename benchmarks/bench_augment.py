@@ -102,20 +102,21 @@ def functional_ops(x: torch.Tensor, g: torch.Generator) -> dict:
     }
 
 
-def interleaved_medians(contenders: dict, reps: int) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds per call; every round runs each contender once, in a rotating order.
+def interleaved_medians(contenders: dict, reps: int, threads: int | None = None) -> dict[str, tuple]:
+    """Median (wall, CPU) seconds per call; every round runs each contender ``(fn, sync)`` once, in a
+    rotating order, with torch's intra-op thread count set to ``threads`` (None: leave it).
 
-    A contender is ``(fn, sync, threads)``: torch's intra-op thread count is set to ``threads`` before each
-    call (None: leave it), so that one-thread and default-thread runs share the same rounds and the same
-    load. The CPU time (this process, all its threads) is reported beside the wall time because on a shared
-    machine the wall time also counts the waits for a core that other processes hold.
+    The CPU time (this process, all its threads) is reported beside the wall time because on a shared
+    machine the wall time also counts the waits for a core that other processes hold. Thread counts are
+    not mixed within one set of rounds: OpenMP workers spin for a while after a parallel op, and that
+    spinning would be charged to the one-thread call that follows.
     """
     names = list(contenders)
     default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
 
     def call(name):
-        fn, sync, threads = contenders[name]
-        torch.set_num_threads(threads or default_threads)
+        fn, sync = contenders[name]
         sync()
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
@@ -143,21 +144,47 @@ def print_table(medians: dict, batch: int) -> None:
               f"{base_cpu / cpu:>11.1f}x")
 
 
-def profile(x: torch.Tensor, jitter: A.ColorJitter, rows: int = 18) -> None:
-    """Where one ColorJitter call spends its time: torch ops by self CPU time, one thread, 10 calls."""
+def profile(x: torch.Tensor, jitter: A.ColorJitter, calls: int = 20, rows: int = 15) -> None:
+    """Where one ColorJitter call spends its CPU time, one thread: by stage (the blend rounds, the hue
+    slots, the rest: drawing, sorting, loading and storing), then by torch op (torch.profiler).
+
+    The profiler's own bookkeeping inflates the first touch of fresh memory (the output), so its table
+    over-weights the index_select that stores the result; the stage times are taken without it.
+    """
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(3)
+    spent = {"blend rounds": 0.0, "hue slots": 0.0}
+    kernels = {"blend rounds": color._blend, "hue slots": color._hue}
+
+    def timed(stage):
+        def run(*args):
+            start = time.process_time()
+            kernels[stage](*args)
+            spent[stage] += time.process_time() - start
+        return run
+
     for _ in range(3):
         jitter(x, generator=gen)
+    color._blend, color._hue = timed("blend rounds"), timed("hue slots")
+    try:
+        start = time.process_time()
+        for _ in range(calls):
+            jitter(x, generator=gen)
+        total = time.process_time() - start
+    finally:
+        color._blend, color._hue = kernels["blend rounds"], kernels["hue slots"]
+    print(f"\nColorJitter on a {x.dtype} batch {tuple(x.shape)}, one thread, CPU time per call "
+          f"({calls} calls):")
+    for stage, seconds in (*spent.items(), ("rest", total - sum(spent.values())), ("total", total)):
+        print(f"  {stage:<14} {seconds / calls * 1e3:>7.2f} ms")
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(10):
             jitter(x, generator=gen)
     torch.set_num_threads(threads)
-    print(f"\nprofile of 10 ColorJitter calls on a {x.dtype} batch {tuple(x.shape)}, one thread:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
@@ -193,19 +220,22 @@ def main() -> None:
     no_sync = lambda: None  # noqa: E731
     batches = {}
 
-    contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync, None)}
     for d in devices:
-        dev = torch.device(d)
-        sync = (lambda dev=dev: torch.cuda.synchronize(dev)) if dev.type == "cuda" else no_sync
-        thread_settings = ((f"{default_threads} threads", None), ("1 thread", 1)) if dev.type == "cpu" \
-            else (("", None),)
-        for name, x in (("float32", (x_u8.float() / 255).to(dev)), ("uint8", x_u8.to(dev))):
-            batches[(d, name)] = x
-            for label, threads in thread_settings:
-                gen = torch.Generator().manual_seed(1)
-                contenders[f"ColorJitter, batched, {d} {name}, {label}".rstrip(", ")] = (
-                    lambda x=x, gen=gen: jitter(x, generator=gen), sync, threads)
-    print_table(interleaved_medians(contenders, args.reps), batch)
+        for name in ("float32", "uint8"):
+            batches[(d, name)] = (x_u8.float() / 255 if name == "float32" else x_u8).to(d)
+    settings = [("1 thread", 1)]
+    if default_threads > 1:
+        settings.append((f"torch's default, {default_threads}", None))
+    for label, threads in settings:
+        contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync)}
+        for (d, name), x in batches.items():
+            sync = (lambda d=d: torch.cuda.synchronize(d)) if d.startswith("cuda") else no_sync
+            gen = torch.Generator().manual_seed(1)
+            contenders[f"ColorJitter, batched, {d} {name}"] = (
+                lambda x=x, gen=gen: jitter(x, generator=gen), sync)
+        print(f"torch intra-op threads: {label}")
+        print_table(interleaved_medians(contenders, args.reps, threads), batch)
+        print()
     print("(wall: median wall-clock time; CPU: median CPU time of this process, all threads; on CUDA the "
           "CPU time is the host's share only)")
 
@@ -213,26 +243,25 @@ def main() -> None:
     if chunks:
         # the same draws for every chunk size: the pass itself, color_jitter's core, on fixed parameters
         params = jitter.get_params(batch, torch.Generator().manual_seed(1))
-        contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync, None)}
+        contenders = {PILLOW: (lambda: pil_color_jitter(images, rng), no_sync)}
         for (d, name), x in batches.items():
             if d != "cpu":
                 continue
             for n in chunks:
-                contenders[f"batched pass, {name}, chunks of {n} images, 1 thread"] = (
-                    lambda x=x, n=n: color._jitter(x, params.order, *params[1:], chunk=n), no_sync, 1)
+                contenders[f"batched pass, {name}, chunks of {n} images"] = (
+                    lambda x=x, n=n: color._jitter(x, params.order, *params[1:], chunk=n), no_sync)
         print(f"\nimages per chunk of the batched pass (default: {color._CHUNK_ELEMENTS} elements, "
               f"{min(batch, color._CHUNK_ELEMENTS // (3 * size * size))} images here), "
-              f"{args.reps} interleaved rounds:")
-        print_table(interleaved_medians(contenders, args.reps), batch)
+              f"1 thread, {args.reps} interleaved rounds:")
+        print_table(interleaved_medians(contenders, args.reps, 1), batch)
 
     for d in devices:
         dev = torch.device(d)
         sync = (lambda dev=dev: torch.cuda.synchronize(dev)) if dev.type == "cuda" else no_sync
         ops = functional_ops((x_u8.float() / 255).to(dev), g)
-        op_medians = interleaved_medians({k: (fn, sync, None) for k, fn in ops.items()},
-                                         max(5, args.reps // 2))
-        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), default threads, "
-              f"medians, for reference:")
+        op_medians = interleaved_medians({k: (fn, sync) for k, fn in ops.items()}, max(5, args.reps // 2), 1)
+        print(f"\nfunctional ops on {d}, float32 batch ({batch}, 3, {size}, {size}), 1 thread, medians, "
+              f"for reference:")
         for name, (wall, cpu) in op_medians.items():
             print(f"  {name:<42} {wall * 1e3:>9.3f} ms wall {cpu * 1e3:>9.3f} ms CPU")
 

@@ -306,8 +306,8 @@ def test_colorjitter_empty_batch_and_empty_images(device):
     for shape in [(0, 3, 4, 4), (2, 3, 0, 4)]:
         for dtype in (torch.float32, torch.uint8):
             x = torch.zeros(shape, dtype=dtype, device=device)
-            out = jitter(x, generator=torch.Generator().manual_seed(0))
-            assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
+            for out in [jitter(x, generator=torch.Generator().manual_seed(0))] + [op(x, 0.3) for op in OPS]:
+                assert out.shape == x.shape and out.dtype == dtype and out.device == x.device
 
 
 def test_colorjitter_grayscale_images(device):

@@ -61,9 +61,9 @@ _NEEDS_RGB = " (an RGB image; grayscale has no saturation or hue)"
 # kernels: in place on a float working copy w that the caller owns (values in [0, bound]), factors already
 # checked and shaped (n, 1, 1, 1). The functional ops and ColorJitter run exactly these kernels, so their
 # results agree bit for bit. Speed notes (CPU, measured in benchmarks/bench_augment.py): every torch call is
-# one pass over its tensors, so the kernels write in place or into scratch the caller allocated once
-# (a fresh multi-megabyte tensor costs page faults on every call), and use no torch.where, boolean masks or
-# trunc, which run several times slower than arithmetic on the CPU.
+# one pass over its tensors, so the kernels write in place or into scratch the caller allocated once (fresh
+# multi-megabyte temporaries made the previous version page-fault ~750 times per call), and use no
+# torch.where, boolean masks or trunc, which run several times slower than arithmetic on the CPU.
 
 
 def _gray(w: torch.Tensor, integer: bool, out: torch.Tensor) -> torch.Tensor:
@@ -89,12 +89,14 @@ def _blend(w: torch.Tensor, f: torch.Tensor, cm, cs, bound: float, integer: bool
         w.mul_(f)
     else:
         gray = _gray(w, integer, gray)
+        if cm is not None:
+            # mean(gray) as sum / count: torch's CPU mean kernel is several times slower than its sum
+            mean = gray.sum(dim=(1, 2, 3), keepdim=True).div_(gray.shape[2] * gray.shape[3]).mul_(cm)
         if cs is None:  # contrast only: the partner is the flat mean
-            gray.copy_(gray.mean(dim=(1, 2, 3), keepdim=True).mul_(cm).expand_as(gray))
+            gray.copy_(mean.expand_as(gray))
         else:
-            mean = gray.mean(dim=(1, 2, 3), keepdim=True).mul_(cm) if cm is not None else None
             gray.mul_(cs)
-            if mean is not None:
+            if cm is not None:
                 gray.add_(mean)
         torch.addcmul(gray, w, f, out=w)  # one pass over w for the whole blend
     w.clamp_(0, bound)
@@ -308,11 +310,10 @@ def _check_order(order, batch: int, device) -> torch.Tensor:
     return order
 
 
-#: images per pass of :func:`_jitter`, as a number of float elements (4 MB of float32): the whole of a
-#: (256, 3, 32, 32) batch, a few images of 224 x 224. Larger passes cost more scratch and leave the caches;
-#: smaller ones pay the per-call overhead of some 130 torch calls more often (benchmarks/bench_augment.py
-#: measures chunk sizes).
-_CHUNK_ELEMENTS = 1 << 20
+#: images per pass of :func:`_jitter`, as a number of float elements (1.5 MB of float32): 128 images of
+#: 3 x 32 x 32, the best of 64 to 256 on the project's machine (benchmarks/bench_augment.py, --chunks).
+#: Larger passes leave the caches; smaller ones pay the overhead of some 130 torch calls more often.
+_CHUNK_ELEMENTS = 128 * 3 * 32 * 32
 
 
 def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | None = None) -> torch.Tensor:
@@ -348,12 +349,10 @@ def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | N
     blends = order[keep].view(batch, k)
     slot = (keep.cumsum(1) * (order == HUE)).sum(1) if fh is not None else torch.zeros_like(order[:, 0])
     # within each chunk, images sorted by hue slot; ends[c * (k + 1) + j]: end of slot j of chunk c
-    first = torch.arange(batch, device=device).div_(chunk, rounding_mode="floor").mul_(chunk)  # chunk start
-    key = first * (k + 1) + slot * chunk  # orders by chunk, then slot (slot * chunk < (k + 1) * chunk)
-    perm = key.argsort(stable=True)
-    ends = torch.bincount(key.div(chunk, rounding_mode="floor"),
-                          minlength=(k + 1) * -(-batch // chunk)).cumsum(0).tolist()
-    home = perm.argsort().sub_(first)  # where each chunk's output row sits in its chunk buffer
+    key = torch.arange(batch, device=device).div_(chunk, rounding_mode="floor").mul_(k + 1).add_(slot)
+    perm = key.argsort(stable=True)  # chunk by chunk, and by slot within a chunk
+    ends = torch.bincount(key, minlength=(k + 1) * -(-batch // chunk)).cumsum(0).tolist()
+    home = perm.argsort().remainder_(chunk)  # where each output row sits in its chunk's buffer
 
     # per image (in sorted order) and blend round: (f, cm, cs), stacked as (B, k, 3, 1, 1, 1)
     if k:
