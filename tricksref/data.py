@@ -1,6 +1,7 @@
 """Data that ships with the project or its packages: nothing is downloaded at run time.
 
-- ``load_digits``: scikit-learn's 8x8 handwritten digits (Alpaydin and Kaynak), upsampled to a CNN's input size.
+- ``load_digits``: scikit-learn's 8x8 handwritten digits (Alpaydin and Kaynak), upsampled to a CNN's input
+  size.
 - ``make_cars``: a generated data set for the lecture's "Ford faces left, Chevrolet faces right" example. The
   class (the brand) is the car's *shape*: brand A (index 0, "Ford") is a sedan with a long, low cabin; brand B
   (index 1, "Chevrolet") a pickup with a short, tall cabin. The facing direction is a separate attribute that
@@ -51,7 +52,8 @@ def load_digits(size: int = 32, *, test_fraction: float = 0.25, classes=None, se
     Args:
         size: output height and width; the 8x8 images are upsampled bilinearly (8 keeps them as they are).
         test_fraction: the share of each class held out for testing, in (0, 1).
-        classes: keep only these digit classes (relabelled 0..len(classes)-1 in the order given); None keeps all.
+        classes: keep only these digit classes (relabelled 0..len(classes)-1 in the order given); None keeps
+            all.
         seed: the seed of the split.
 
     Returns:
