@@ -51,6 +51,22 @@ _EXPORTS: dict[str, str] = {
     "CosineLR": "schedules",
     "SGDR": "schedules",
     "scaled_lr": "schedules",
+    # models, data, the training loop, pre-training
+    "AlexNetSmall": "models",
+    "ResNetSmall": "models",
+    "load_digits": "data",
+    "make_cars": "data",
+    "sample_photos": "data",
+    "DataSplit": "data",
+    "fit": "train",
+    "evaluate": "train",
+    "History": "train",
+    "load_pretrained": "finetune",
+    "freeze": "finetune",
+    "unfreeze": "finetune",
+    "replace_head": "finetune",
+    "discriminative_lr_groups": "finetune",
+    "trainable_parameters": "finetune",
 }
 
 _SUBMODULES = (
