@@ -25,13 +25,35 @@ The tricks (each one switch of :class:`Recipe`):
 - ``cosine_warmup``: linear warmup over the first epochs (Goyal et al., 2017), then cosine decay to 0, in
   place of the stagewise schedule.
 - ``no_bias_decay``: weight decay only on convolution and linear weights, not on biases and BN's gamma, beta.
+- ``resnet_d``: average-pool the downsampling shortcuts before their 1x1 convolution (ResNet-D, same
+  paper), so that they see every pixel instead of one in four.
 - ``zero_init_residual``: gamma = 0 in the last BN of every residual block, so each block starts as the
-  identity.
+  identity. Shown apart, after "all tricks": at this scale it hurts, alone and with the others. With the
+  residual branches switched off, the network starts as a stem and two strided 1x1 convolutions, and with
+  shifted inputs it barely trains in 120 steps (measured: the training loss stays near ln 10 with
+  ``augment`` and ``zero_init_residual`` together); He et al.'s gain is for 50 layers and 120 epochs.
 
 Every run is seeded: seed s fixes the training subset, the initial weights, the batch order, the
 augmentation and the mixing. Rows share their seeds, so the difference of two rows is paired. Runs go to
 ``workers`` processes, each with one thread, so a run's result does not depend on how many workers there
 are.
+
+Measured (``python -m tricksref.bag_of_tricks``, 2-core x86-64 VM, torch 2.13 CPU, 3 seeds; test accuracy
+in % on the 450 test images, mean +- sample standard deviation; 75 s wall for the whole command on the
+machine with a load average of 2 to 3 from other jobs)::
+
+    baseline                 89.11 +- 1.24     + no bias decay          88.52 +- 2.63
+    + augmentation           91.11 +- 1.74     + ResNet-D               90.89 +- 0.89
+    + label smoothing        88.89 +- 2.69     all tricks               92.22 +- 0.97
+    + mixup                  90.89 +- 0.77     + zero-init residual     85.41 +- 3.24
+    + cosine & warmup        89.11 +- 0.44     all + zero-init          84.67 +- 1.46
+
+All tricks beat the baseline by 3.1 points (per seed +4.0, +0.7, +4.7), more than either row's spread.
+
+Notes:
+    ``channels_last`` made a training step of this model about 20% faster on this CPU, but with torch 2.13
+    a process that alternates ``torch.set_num_threads`` between channels_last training runs corrupts its
+    heap ("corrupted double-linked list"), so the ablation keeps the default memory format.
 """
 
 from __future__ import annotations

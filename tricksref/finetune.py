@@ -9,14 +9,19 @@ At CPU scale: the shipped checkpoint ``"alexnet_digits0to7"`` is an ``AlexNetSma
 ``python -m tricksref.pretrained.make_checkpoint`` on the digits 0 to 7 (the source task, about 1080 images);
 the target task is the two digits it never saw, 8 versus 9, with a handful of training images each.
 ``python -m tricksref.finetune`` compares, over several seeds, training from scratch with reusing the
-checkpoint (head only, or everything with discriminative learning rates).
+checkpoint (head only, or everything with discriminative learning rates). Measured (5 seeds, test accuracy
+on every 8 and 9 not trained on): with 2 images per class, fine-tuning every layer of the checkpoint beats
+training from scratch by 13 points (90.7 +- 3.8% against 77.8 +- 16.3%) with a quarter of the spread; with
+5 images per class the gain (94.8 +- 2.9% against 92.8 +- 3.9%) is within the spread, and the literal
+"fixed weights, new head" (84.8 +- 1.8%) is the weakest of the three: the features of the layers next to
+the head are the most specific to the source task.
 
 The helpers:
 
 - :func:`load_pretrained` builds the model and loads the checkpoint (``torch.load(weights_only=True)``).
 - :func:`replace_head` swaps the last linear layer for a new one with ``num_classes`` outputs.
-- :func:`freeze` / :func:`unfreeze` fix parameters (``requires_grad=False``) and, in frozen parts, the
-  running statistics of batch normalization (see the note in :func:`freeze`).
+- :func:`freeze` / :func:`unfreeze` fix parameters (``requires_grad=False``) and run the frozen parts in
+  inference mode: BN keeps its running statistics, dropout stops dropping (see the note in :func:`freeze`).
 - :func:`discriminative_lr_groups` gives earlier layers smaller learning rates (Howard and Ruder, 2018,
   "Universal Language Model Fine-tuning for Text Classification", arXiv:1801.06146): the first layers hold
   the most general features and need the least change.
