@@ -9,23 +9,26 @@ orders included, on a float32 batch in [0, 1] and on a uint8 batch, with torch's
 and with one thread. All contenders run interleaved in the same rounds (in a rotating order) in one process;
 the medians of wall and CPU time and the ratios Pillow / ours are printed. Then, for reference, the images
 per chunk of the batched pass (``--chunks``) and each functional op once; ``--profile`` prints where the
-time of one ColorJitter call goes (torch.profiler, one thread).
+time of one ColorJitter call goes, by stage and by torch op (torch.profiler), one thread.
 
     python benchmarks/bench_augment.py [--reps 31] [--batch 256] [--size 32] [--chunks 32,64,128,256]
                                        [--profile] [--device cpu]
 
 Speed is reported, never asserted (the issue's target: ColorJitter at least 20x faster than Pillow).
 
-Measured on the project's 2-core machine (AMD EPYC, 512 KB of L2 per core) while about eight other busy
-processes shared it (load average 8-10), 31 rounds, one torch thread, CPU-time medians: Pillow 103 ms,
-ColorJitter 14.5 ms on float32 (7.1x; the version before this one: 28 ms, 3.7x) and 16.5 ms on uint8
-(6.2x; before: 37 ms, 2.8x); wall-time ratios within 10% of these. The 20x target is not reached here: the
-batched pass is about 130 torch calls and some 28 passes over the 3 MB batch (a hue turn alone is ~20
-passes, each blend round ~5), and on this loaded machine each pass runs at the memory bandwidth left to it
-(~0.3 ns per element) and each call costs ~10-30 us; Pillow's 0.4 ms per image is mostly per-call
-overhead too. With torch's default two threads on that oversubscribed machine every parallel op waits at
-its OpenMP barrier for a descheduled thread: use one thread there (DataLoader workers do). Not yet measured
-on a GPU.
+Measured on the project's 2-core machine (AMD EPYC, 512 KB of L2 per core), shared with other busy
+processes (load average 2-8), three runs of 31 rounds, one torch thread, CPU-time medians: Pillow 88-106 ms
+a batch; ColorJitter 11.6-13.9 ms on float32 (6.3x to 9.2x; wall-time ratios within 5% of these) and
+13.3-14.4 ms on uint8 (6.1x to 7.8x). The version before this one, timed in the same rounds as this one:
+20.4 ms (5.2x) and 27.4 ms (3.9x, ~1200 page faults per call), against 11.6 ms (9.2x) and 13.7 ms (7.8x).
+Chunks of 64 or 128 images were the fastest (256: 4.9x, 32: 4.8x). The issue's 20x is not reached: a
+call is ~300 torch calls (views included) and ~28 passes over the batch (the hue turn ~20 passes over the
+images whose turn it is, each of the three blend rounds ~5 over all of them); each pass runs at the memory
+bandwidth this machine leaves it (0.2-0.4 ns per element) and each call costs 5-30 us. Per call: blend
+rounds 2.7-3.3 ms, hue slots 4.4-5.0 ms, the rest (drawing, sorting, loading, storing) 3.2 ms. With
+torch's default two threads the result depends on the load: 3.6x and 1.3x (CPU) in two of the runs,
+0.1x in one at load 8, where every parallel op waits at its OpenMP barrier for a descheduled thread. Use
+one thread on a shared machine (DataLoader workers do). Not yet measured on a GPU.
 """
 
 from __future__ import annotations

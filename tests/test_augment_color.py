@@ -287,18 +287,31 @@ def test_colorjitter_equals_ops_applied_image_by_image(device, dtype, kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
 @pytest.mark.parametrize("kwargs", [dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
                                     dict(saturation=1.0, hue=0.5), dict(brightness=0.8, contrast=0.5)])
-def test_colorjitter_chunked_equals_whole_batch(device, dtype, kwargs, monkeypatch):
+def test_colorjitter_chunked_equals_whole_batch(device, dtype, kwargs):
     # a batch cut into chunks (each with its own hue slots, and a last chunk that is not full) gives the
     # same bits as one pass, and as the functional ops applied image by image
     from tricksref.augment import color
 
     x = _images(23, 3, 6, 5, dtype, device=device)
-    jitter = A.ColorJitter(**kwargs)
-    whole = jitter(x, generator=torch.Generator().manual_seed(5))
+    params = A.ColorJitter(**kwargs).get_params(23, torch.Generator().manual_seed(5), device)
+    whole = color._jitter(x, params.order, *params[1:], chunk=23)
+    for chunk in (1, 4, 22):
+        assert torch.equal(color._jitter(x, params.order, *params[1:], chunk=chunk), whole)
+    assert torch.equal(whole, _sequential(x, params))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_color_ops_chunked_equal_whole_batch(device, dtype, monkeypatch):
+    # on the CPU the functional ops run in chunks of _CHUNK_ELEMENTS (elsewhere on the whole batch)
+    from tricksref.augment import color
+
+    x = _images(11, 3, 6, 5, dtype, device=device)
+    factors = [_factors(11, 0.0, 2.0).to(device), _factors(11, 0.0, 2.0, seed=2).to(device),
+               _factors(11, 0.0, 2.0, seed=3).to(device), _factors(11, -0.5, 0.5, seed=4).to(device)]
+    whole = [op(x, f) for op, f in zip(OPS, factors, strict=True)]
     monkeypatch.setattr(color, "_CHUNK_ELEMENTS", 4 * 3 * 6 * 5)  # 4 images per chunk
-    chunked = jitter(x, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(chunked, whole)
-    assert torch.equal(chunked, _sequential(x, jitter.get_params(23, torch.Generator().manual_seed(5))))
+    for op, f, ref in zip(OPS, factors, whole, strict=True):
+        assert torch.equal(op(x, f), ref)
 
 
 def test_colorjitter_empty_batch_and_empty_images(device):

@@ -66,6 +66,21 @@ _NEEDS_RGB = " (an RGB image; grayscale has no saturation or hue)"
 # torch.where, boolean masks or trunc, which run several times slower than arithmetic on the CPU.
 
 
+#: images per pass on the CPU, as a number of float elements (1.5 MB of float32): 128 images of 3 x 32 x 32,
+#: the best of 64 to 256 for ColorJitter on the project's machine (benchmarks/bench_augment.py, --chunks).
+#: Larger passes leave the caches; smaller ones pay the overhead of each torch call (some 140 per pass)
+#: more often.
+_CHUNK_ELEMENTS = 128 * 3 * 32 * 32
+
+
+def _chunk_images(x: torch.Tensor) -> int:
+    """How many of x's images make one pass: :data:`_CHUNK_ELEMENTS` elements on the CPU (at least one
+    image), the whole batch elsewhere, where each pass is a few hundred kernel launches whatever its size."""
+    if x.device.type != "cpu":
+        return max(1, x.shape[0])
+    return max(1, _CHUNK_ELEMENTS // max(1, math.prod(x.shape[1:])))
+
+
 def _gray(w: torch.Tensor, integer: bool, out: torch.Tensor) -> torch.Tensor:
     """gray(w) written into ``out`` (n, 1, H, W); floored for uint8 levels, as torchvision does."""
     if w.shape[1] == 1:
@@ -194,7 +209,10 @@ def _apply(x, factor, *, channels, low, high, kernel):
     w, bound, integer = to_work(x)
     if w is x:  # the kernels work in place, never in the caller's tensor
         w = w.clone()
-    kernel(w, _per_image(f, w.shape[0], w.dtype, w.device).view(-1, 1, 1, 1), bound, integer)
+    f = _per_image(f, w.shape[0], w.dtype, w.device).view(-1, 1, 1, 1)
+    n = _chunk_images(w)  # the kernels' scratch stays small and the passes stay in the caches
+    for a in range(0, w.shape[0], n):
+        kernel(w[a:a + n], f[a:a + n], bound, integer)
     return w.to(x.dtype)
 
 
@@ -310,12 +328,6 @@ def _check_order(order, batch: int, device) -> torch.Tensor:
     return order
 
 
-#: images per pass of :func:`_jitter`, as a number of float elements (1.5 MB of float32): 128 images of
-#: 3 x 32 x 32, the best of 64 to 256 on the project's machine (benchmarks/bench_augment.py, --chunks).
-#: Larger passes leave the caches; smaller ones pay the overhead of some 130 torch calls more often.
-_CHUNK_ELEMENTS = 128 * 3 * 32 * 32
-
-
 def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | None = None) -> torch.Tensor:
     """ColorJitter's work: image i applies op ``order[i, r]`` in round r; factors (B,) tensors or None.
 
@@ -327,8 +339,9 @@ def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | N
       batch, with hue slot j (the images whose hue comes after j blends) before blend round j + 1;
     * the images are sorted by hue slot once, so each hue slot is a contiguous slice, the hue (the costly
       op) runs on exactly the images that need it, and nothing is gathered or scattered per round;
-    * the batch is cut into chunks of ``chunk`` images, each loaded once into a float buffer (with its
-      permutation), processed in place with scratch allocated once, and stored back in input order.
+    * the batch is cut into chunks of ``chunk`` images (default: :func:`_chunk_images`), each loaded once
+      into a float buffer (with its permutation), processed in place with scratch allocated once per call,
+      and stored back in input order.
 
     Returns a new tensor in x's dtype; x is not modified.
     """
@@ -338,9 +351,7 @@ def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | N
         return out
     device, work = x.device, work_dtype(x.dtype)
     integer, bound = x.dtype == torch.uint8, (255.0 if x.dtype == torch.uint8 else 1.0)
-    per_image = channels * height * width
-    chunk = chunk or max(1, _CHUNK_ELEMENTS // max(per_image, 1))
-    chunk = min(chunk, batch)
+    chunk = min(chunk or _chunk_images(x), batch)
 
     # each image's blends in its order (k of them), and its hue slot: how many of them precede its hue
     on = (fb is not None, fc is not None, fs is not None)
