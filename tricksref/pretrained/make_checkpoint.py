@@ -10,7 +10,7 @@ mini-batches of 64, no augmentation (``--shift 2`` adds random shifts: measured,
 how well the features transfer to 8 vs 9 beyond the noise of 5 seeds, and cost 1.7 points of source
 accuracy in 12 epochs), seeded, on one thread (so that the run is reproducible bit for bit on a given
 machine and torch version). Training uses ``torch.nn.BatchNorm2d`` (the same math and state_dict keys as
-``tricksref.BatchNorm2d``, twice as fast on a CPU); the recorded accuracy is measured on the model as
+``tricksref.BatchNorm2d``, in a fused kernel); the recorded accuracy is measured on the model as
 :func:`tricksref.finetune.load_pretrained` builds it, with tricksref's BN. The state_dict is stored in
 float32 with ``torch.save``; the JSON beside it records how it was made.
 """
