@@ -3,6 +3,9 @@
 Oracles: the formulas evaluated in float64 (image by image), Python's colorsys for the hue (pixel by pixel)
 and for what saturation keeps, Pillow's ImageEnhance.Brightness on uint8, and, for ColorJitter, the
 functional ops applied image by image in each image's order.
+
+Every test runs twice, on the CPU's fused C kernel and on the torch ops (the ``color_path`` fixture sets
+``TRICKSREF_NATIVE``); tests/test_augment_native.py checks the two against each other and the build.
 """
 
 from __future__ import annotations
@@ -19,11 +22,21 @@ from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
 from tricksref import augment as A
+from tricksref.augment import _native
 
 SETTINGS = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 W = (0.2989, 0.587, 0.114)
 OPS = (A.adjust_brightness, A.adjust_contrast, A.adjust_saturation, A.adjust_hue)
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def color_path(request, monkeypatch):
+    """Run each test on both implementations of the colour ops (CUDA always takes the torch path)."""
+    monkeypatch.setenv(_native.ENV_SWITCH, "1" if request.param == "native" else "0")
+    if request.param == "native" and _native.library() is None:
+        pytest.skip(f"the native colour kernel did not build here: {_native._state['error']}")
+    return request.param
 
 
 def _images(batch, channels, h, w, dtype=torch.float32, seed=0, device="cpu"):
@@ -287,11 +300,13 @@ def test_colorjitter_equals_ops_applied_image_by_image(device, dtype, kwargs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
 @pytest.mark.parametrize("kwargs", [dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
                                     dict(saturation=1.0, hue=0.5), dict(brightness=0.8, contrast=0.5)])
-def test_colorjitter_chunked_equals_whole_batch(device, dtype, kwargs):
+def test_colorjitter_chunked_equals_whole_batch(device, dtype, kwargs, monkeypatch):
     # a batch cut into chunks (each with its own hue slots, and a last chunk that is not full) gives the
-    # same bits as one pass, and as the functional ops applied image by image
+    # same bits as one pass, and as the functional ops applied image by image; chunks are the torch path's,
+    # so the functional ops run there too
     from tricksref.augment import color
 
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
     x = _images(23, 3, 6, 5, dtype, device=device)
     params = A.ColorJitter(**kwargs).get_params(23, torch.Generator().manual_seed(5), device)
     whole = color._jitter(x, params.order, *params[1:], chunk=23)
