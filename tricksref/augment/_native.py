@@ -1,4 +1,5 @@
-"""The fused colour kernel (``_jitter.c``): built on first use with the system C compiler, cached, loaded with ctypes.
+"""The fused colour kernel (``_jitter.c``): built on first use with the system C compiler, cached, loaded
+with ctypes.
 
 Why a plain C file: the kernel needs no Python C-API and no torch headers (a torch extension takes about a
 minute to compile; this file takes well under a second), only the data pointers of contiguous CPU tensors.
@@ -115,7 +116,8 @@ def _load(path: Path) -> ctypes.CDLL:
         raise OSError(f"{path}: ABI version {lib.tr_abi_version()}, expected {ABI_VERSION}")
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.tr_color_ops.restype = ctypes.c_int
-    lib.tr_color_ops.argtypes = [ptr, ptr, ctypes.c_int, i64, i64, i64, ptr, i64, i64, ptr, ptr, ptr, ptr, i64]
+    lib.tr_color_ops.argtypes = [ptr, ptr, ctypes.c_int, i64, i64, i64, ptr, i64, i64,
+                                 ptr, ptr, ptr, ptr, i64]
     return lib
 
 
@@ -180,19 +182,18 @@ def library() -> ctypes.CDLL | None:
                 _state["lib"], _state["path"] = build()
             except Exception as err:  # never raise: the torch path is always there
                 _state["error"] = str(err)
-                warnings.warn(f"tricksref.augment: could not build the native colour kernel ({err}); the colour "
-                              f"ops use the torch path (same results up to float rounding, slower). Set "
-                              f"{ENV_SWITCH}=0 to skip the build.", RuntimeWarning, stacklevel=3)
+                warnings.warn(f"tricksref.augment: could not build the native colour kernel ({err}); the "
+                              f"colour ops use the torch path (same results up to float rounding, slower). "
+                              f"Set {ENV_SWITCH}=0 to skip the build.", RuntimeWarning, stacklevel=3)
             _state["tried"] = True
     return _state["lib"]
 
 
 def available(x: torch.Tensor) -> bool:
     """Whether the kernel runs on ``x``: switch on, CPU, float32/uint8 (float16/bfloat16 through float32),
-    no autograd, and the kernel built."""
+    and the kernel built. (The callers have refused a tensor that requires grad.)"""
     return (enabled() and x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.uint8, torch.float16, torch.bfloat16)
-            and not (x.requires_grad and torch.is_grad_enabled())
             and library() is not None)
 
 
@@ -208,9 +209,15 @@ def run(x: torch.Tensor, order: torch.Tensor | None, op: int | None, factors, th
     functional ops); ``factors`` four (B,) tensors or None (brightness, contrast, saturation, hue), None
     meaning the op is off. ``threads`` defaults to torch's intra-op thread count, fewer on small batches.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):  # as the torch path: float32 arithmetic, cast back
+        return _run(x.float(), order, op, factors, threads).to(x.dtype)
+    return _run(x, order, op, factors, threads)
+
+
+def _run(x: torch.Tensor, order: torch.Tensor | None, op: int | None, factors, threads: int | None
+         ) -> torch.Tensor:
+    """:func:`run` on a float32 or uint8 tensor."""
     dtype = x.dtype
-    if dtype in (torch.float16, torch.bfloat16):  # as the torch path: float32 arithmetic, cast back
-        return run(x.float(), order, op, factors, threads).to(dtype)
     x = x.contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     batch, channels, height, width = x.shape
@@ -227,7 +234,8 @@ def run(x: torch.Tensor, order: torch.Tensor | None, op: int | None, factors, th
         threads = min(torch.get_num_threads(), max(1, x.numel() // GRAIN))
     status = library().tr_color_ops(
         x.data_ptr(), out.data_ptr(), int(dtype == torch.uint8), batch, channels, height * width,
-        order.data_ptr(), stride, order.shape[-1], *(None if f is None else f.data_ptr() for f in fs), threads)
+        order.data_ptr(), stride, order.shape[-1], *(None if f is None else f.data_ptr() for f in fs),
+        threads)
     if status:
         raise MemoryError("tricksref.augment: the native colour kernel could not allocate its image buffer")
     return out

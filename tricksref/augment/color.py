@@ -28,11 +28,13 @@ Notes that settle conventions:
 * Saturation and hue need colour: C = 3, else a ValueError (torchvision silently returns a grayscale image
   unchanged). Brightness and contrast take C = 1 or C = 3.
 * float16 and bfloat16 images are processed in float32 and cast back.
+* The colour ops are data augmentations without a backward: an image that requires grad (with autograd on)
+  is a ValueError that says to pass ``x.detach()``, rather than a result whose gradient silently stops.
 
 Two implementations, one semantics. On the CPU, float32 and uint8 images (and float16/bfloat16 through
 float32) go through a fused C kernel (``_jitter.c``, built on first use with the system C compiler and
 loaded by :mod:`tricksref.augment._native`): each image is loaded once, runs all its ops while it sits in
-the L1 cache, and is stored once. Everywhere else (CUDA, float64, autograd, no C compiler, or
+the L1 cache, and is stored once. Everywhere else (CUDA, float64, no C compiler, or
 ``TRICKSREF_NATIVE=0``) the same formulas run as batched torch ops (the kernels below). The two agree up to
 float rounding: the kernel follows the torch path op for op, fused multiply-adds included, and differs only
 in the order of the sum behind contrast's mean (float32: within 2e-6 absolute; uint8 levels: identical on
@@ -215,8 +217,15 @@ def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
     return _gray(w, integer, gray).to(x.dtype)
 
 
+def _check_no_grad(x: torch.Tensor) -> None:
+    if x.requires_grad and torch.is_grad_enabled():
+        raise ValueError("x: expected an image batch that does not require grad (the colour ops are data "
+                         "augmentations without a backward); pass x.detach()")
+
+
 def _apply(x, factor, *, channels, low, high, kernel, op):
     check_image(x, channels=channels, why=_NEEDS_RGB if channels == _COLOR else "")
+    _check_no_grad(x)
     f = check_factor(factor, "factor", x.shape[0], low=low, high=high)
     if _native.available(x):  # the fused kernel, the one ColorJitter runs on the CPU
         factors = [None] * 4
@@ -363,6 +372,7 @@ def _jitter(x: torch.Tensor, order: torch.Tensor, fb, fc, fs, fh, chunk: int | N
 
     Returns a new tensor in x's dtype; x is not modified.
     """
+    _check_no_grad(x)
     if chunk is None and _native.available(x):
         return _native.run(x, order, None, (fb, fc, fs, fh))
     batch, channels, height, width = x.shape
