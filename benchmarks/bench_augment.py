@@ -7,28 +7,24 @@ on PIL images prepared beforehand (no tensor conversion is charged to either sid
 tricksref.augment.ColorJitter(0.4, 0.4, 0.4, 0.1) called once on the whole batch, per-image factors and
 orders included, on a float32 batch in [0, 1] and on a uint8 batch, with torch's default number of threads
 and with one thread. All contenders run interleaved in the same rounds (in a rotating order) in one process;
-the medians of wall and CPU time and the ratios Pillow / ours are printed. Then, for reference, the images
-per chunk of the batched pass (``--chunks``) and each functional op once; ``--profile`` prints where the
-time of one ColorJitter call goes, by stage and by torch op (torch.profiler), one thread.
+the medians of wall and CPU time and the ratios Pillow / ours are printed; on the CPU both of ours, the
+fused C kernel (the default) and the torch-ops fallback (TRICKSREF_NATIVE=0). Then, for reference, the
+images per chunk of the batched pass (``--chunks``) and each functional op once; ``--profile`` prints where
+the time of one ColorJitter call goes, by stage and by torch op (torch.profiler), one thread.
 
     python benchmarks/bench_augment.py [--reps 31] [--batch 256] [--size 32] [--chunks 32,64,128,256]
                                        [--profile] [--device cpu]
 
 Speed is reported, never asserted (the issue's target: ColorJitter at least 20x faster than Pillow).
 
-Measured on the project's 2-core machine (AMD EPYC, 512 KB of L2 per core), shared with other busy
-processes (load average 2-8), three runs of 31 rounds, one torch thread, CPU-time medians: Pillow 88-106 ms
-a batch; ColorJitter 11.6-13.9 ms on float32 (6.3x to 9.2x; wall-time ratios within 5% of these) and
-13.3-14.4 ms on uint8 (6.1x to 7.8x). The version before this one, timed in the same rounds as this one:
-20.4 ms (5.2x) and 27.4 ms (3.9x, ~1200 page faults per call), against 11.6 ms (9.2x) and 13.7 ms (7.8x).
-Chunks of 64 or 128 images were the fastest (256: 4.9x, 32: 4.8x). The issue's 20x is not reached: a
-call is ~300 torch calls (views included) and ~28 passes over the batch (the hue turn ~20 passes over the
-images whose turn it is, each of the three blend rounds ~5 over all of them); each pass runs at the memory
-bandwidth this machine leaves it (0.2-0.4 ns per element) and each call costs 5-30 us. Per call: blend
-rounds 2.7-3.3 ms, hue slots 4.4-5.0 ms, the rest (drawing, sorting, loading, storing) 3.2 ms. With
-torch's default two threads the result depends on the load: 3.6x and 1.3x (CPU) in two of the runs,
-0.1x in one at load 8, where every parallel op waits at its OpenMP barrier for a descheduled thread. Use
-one thread on a shared machine (DataLoader workers do). Not yet measured on a GPU.
+Measured on the project's 2-core machine (AMD EPYC, load average ~1), 21 rounds, medians, Pillow / ours:
+one thread, the fused C kernel 28.0x on float32 and 37.8x on uint8 (2.1 ms and 1.6 ms a batch against
+Pillow's 59 ms); the torch-ops path, in the same rounds, 7.5x and 7.3x. With torch's default two threads
+(wall time) 31.4x and 38.2x, the torch path 8.9x and 8.4x. The torch path is what runs on CUDA, on float64
+and where no C compiler is found: ~300 torch calls and ~28 passes over the batch per call, each pass at
+the memory bandwidth the machine leaves it; the kernel instead takes each image through all its ops while
+it sits in the L1 cache, one load and one store per image. Chunks of 64 or 128 images were the fastest for
+the torch path (``--chunks``). Not measured on a GPU.
 """
 
 from __future__ import annotations
@@ -45,7 +41,17 @@ import torch
 from PIL import Image, ImageEnhance
 
 from tricksref import augment as A
-from tricksref.augment import color
+from tricksref.augment import _native, color
+
+
+def torch_path(fn):
+    """Run fn with the fused kernel switched off (TRICKSREF_NATIVE=0 is read at every call)."""
+    os.environ[_native.ENV_SWITCH] = "0"
+    try:
+        return fn()
+    finally:
+        del os.environ[_native.ENV_SWITCH]
+
 
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 PILLOW = "Pillow, image by image (uint8)"
@@ -234,8 +240,13 @@ def main() -> None:
         for (d, name), x in batches.items():
             sync = (lambda d=d: torch.cuda.synchronize(d)) if d.startswith("cuda") else no_sync
             gen = torch.Generator().manual_seed(1)
-            contenders[f"ColorJitter, batched, {d} {name}"] = (
+            path = "fused C kernel" if d == "cpu" and _native.available(x) else "torch ops"
+            contenders[f"ColorJitter, {d} {name}, {path}"] = (
                 lambda x=x, gen=gen: jitter(x, generator=gen), sync)
+            if path != "torch ops":  # the fallback, in the same rounds
+                gen = torch.Generator().manual_seed(1)
+                contenders[f"ColorJitter, {d} {name}, torch ops"] = (
+                    lambda x=x, gen=gen: torch_path(lambda: jitter(x, generator=gen)), sync)
         print(f"torch intra-op threads: {label}")
         print_table(interleaved_medians(contenders, args.reps, threads), batch)
         print()
