@@ -189,9 +189,11 @@ def freeze(model: nn.Module, except_=None, *, eval_frozen: bool = True) -> nn.Mo
     Examples::
 
         >>> model = replace_head(load_pretrained(), 2)
-        >>> freeze(model, except_=model.head)
+        >>> model = freeze(model, except_=model.head)    # returns the model, for chaining
         >>> [n for n, p in model.named_parameters() if p.requires_grad]
         ['classifier.7.weight', 'classifier.7.bias']
+        >>> is_frozen(model.features[1])                 # its BN normalizes with the stored statistics
+        True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")

@@ -86,7 +86,11 @@ def l2_penalty(params: nn.Module | torch.Tensor | Iterable[torch.Tensor], alpha:
 
     Examples::
 
-        >>> loss = criterion(model(x), y) + l2_penalty(model, alpha=5e-4)
+        >>> l2_penalty(torch.tensor([3.0, 4.0]), alpha=0.1)            # 0.1 * 1/2 * (9 + 16)
+        tensor(1.2500)
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+        >>> loss = torch.nn.functional.cross_entropy(model(x), y) + l2_penalty(model, alpha=5e-4)
         >>> loss.backward()
     """
     ws = _tensors(params)
@@ -148,7 +152,11 @@ def weight_decay_groups(model: nn.Module, weight_decay: float, *,
 
     Examples::
 
-        >>> opt = torch.optim.SGD(weight_decay_groups(model, 5e-4), lr=0.1, momentum=0.9)
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+        >>> groups = weight_decay_groups(model, 5e-4)
+        >>> [(len(g["params"]), g["weight_decay"]) for g in groups]   # the conv's weight; bias, gamma, beta
+        [(1, 0.0005), (3, 0.0)]
+        >>> opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)
         >>> opt = torch.optim.AdamW(weight_decay_groups(model, 0.05), lr=1e-3)
     """
     if not isinstance(model, nn.Module):
@@ -208,8 +216,9 @@ def decoupled_weight_decay_(params: nn.Module | torch.Tensor | Iterable[torch.Te
 
     Examples::
 
+        >>> model = torch.nn.Linear(3, 2)
         >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3)       # no weight_decay here
-        >>> loss.backward()
+        >>> model(torch.randn(4, 3)).pow(2).mean().backward()
         >>> decoupled_weight_decay_(model, lr=1e-3, weight_decay=0.01)
         >>> opt.step()                                                 # = AdamW(lr=1e-3, weight_decay=0.01)
     """

@@ -266,11 +266,15 @@ class StagewiseLR(_ClosedFormLR):
 
     Examples::
 
-        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        >>> sched = StagewiseLR(opt, stage_lrs=[0.1, 0.01, 0.001], iters_per_stage=1000)
-        >>> for step in range(3000):
-        ...     train_step(opt)
+        >>> opt = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+        >>> sched = StagewiseLR(opt, stage_lrs=[0.1, 0.01, 0.001], iters_per_stage=2)
+        >>> lrs = []
+        >>> for step in range(6):
+        ...     lrs.append(sched.get_last_lr()[0])   # the rate of this step's update
+        ...     opt.step()                           # (after loss.backward() in real training)
         ...     sched.step()
+        >>> lrs
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
     """
 
     def __init__(self, optimizer: Optimizer, milestones: Sequence[int] | None = None, gamma: float = 0.1, *,
@@ -352,8 +356,15 @@ class LinearWarmupLR(_ClosedFormLR):
 
     Examples::
 
-        >>> opt = torch.optim.SGD(model.parameters(), lr=scaled_lr(0.1, 8192))
+        >>> opt = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=scaled_lr(0.1, 8192))   # 3.2
         >>> sched = LinearWarmupLR(opt, warmup_steps=500, after=CosineLR(opt, T_max=9500))
+        >>> lrs = []
+        >>> for step in range(10_000):
+        ...     lrs.append(sched.get_last_lr()[0])
+        ...     opt.step()
+        ...     sched.step()
+        >>> [round(lrs[t], 4) for t in (0, 250, 500, 5250, 9999)]   # 0.1 eta, up to eta, then the cosine
+        [0.32, 1.76, 3.2, 1.6, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, warmup_steps: int, start_factor: float = 0.1, *,
@@ -441,7 +452,10 @@ class CosineLR(_ClosedFormLR):
 
     Examples::
 
-        >>> sched = CosineLR(torch.optim.SGD(model.parameters(), lr=0.1), T_max=1000)
+        >>> opt = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+        >>> sched = CosineLR(opt, T_max=1000)
+        >>> [round(sched._lr_at(0.1, t), 4) for t in (0, 500, 1000, 2000)]   # after T_max: eta_min
+        [0.1, 0.05, 0.0, 0.0]
     """
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
@@ -480,7 +494,7 @@ class SGDR(_ClosedFormLR):
 
     Examples::
 
-        >>> sched = SGDR(torch.optim.SGD(model.parameters(), lr=0.1), T_0=10, T_mult=2)
+        >>> sched = SGDR(torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1), T_0=10, T_mult=2)
         >>> sched.restarts(4)
         [10, 30, 70, 150]
     """

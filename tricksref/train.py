@@ -339,7 +339,7 @@ def fit(model: nn.Module, train, *, epochs: int, batch_size: int = 64, optimizer
         >>> from tricksref.data import load_digits
         >>> from tricksref.models import ResNetSmall
         >>> data = load_digits(size=8)          # the digits at their own 8x8
-        >>> torch.manual_seed(0)
+        >>> _ = torch.manual_seed(0)
         >>> model = ResNetSmall(num_classes=10)
         >>> hist = fit(model, data, epochs=5, eval_data=data, seed=0, progress=False)
         >>> hist.eval_acc[-1] > 0.9
