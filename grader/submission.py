@@ -92,7 +92,7 @@ class Submission(abc.ABC):
         Raises ``StudentError`` for anything the student's code did wrong (including timeouts and crashes).
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional to override: the default holds nothing)
         """Release what the submission holds (a child process, a scratch directory)."""
 
     def __enter__(self):

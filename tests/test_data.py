@@ -29,7 +29,8 @@ def test_data_digits_classes_are_relabelled_in_order():
     assert key(ours) == key(nines)
 
 
-@pytest.mark.parametrize("bad", [dict(size=4), dict(test_fraction=1.0), dict(classes=[1, 1]), dict(classes=[10])])
+@pytest.mark.parametrize("bad", [dict(size=4), dict(test_fraction=1.0), dict(classes=[1, 1]),
+                                 dict(classes=[10])])
 def test_data_digits_rejects_bad_arguments(bad):
     with pytest.raises((ValueError, TypeError), match=next(iter(bad))):
         data.load_digits(**bad)

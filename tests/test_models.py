@@ -60,7 +60,8 @@ def test_models_without_batchnorm_have_no_bn():
     assert count(ResNetSmall(batchnorm=False), BatchNorm2d) == 0
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(num_classes=0), "num_classes"), (dict(dropout=1.0), "dropout"),
+@pytest.mark.parametrize("kwargs, name", [(dict(num_classes=0), "num_classes"),
+                                          (dict(dropout=1.0), "dropout"),
                                           (dict(in_channels=1.5), "in_channels")])
 def test_models_reject_bad_arguments(kwargs, name):
     with pytest.raises((ValueError, TypeError), match=name):

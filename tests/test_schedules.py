@@ -215,6 +215,11 @@ def test_stagewise_sgd_matches_torch_sgd_with_stagewise_lr(device, stage_lrs):
             torch.testing.assert_close(w.detach(), ws[k], rtol=1e-14, atol=1e-15)
 
 
+def _id(bad: dict) -> str:
+    """A test id that is the same in every process (a lambda's repr holds its address)."""
+    return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in bad.items())
+
+
 BAD_SGD_INPUTS = [
     (dict(stage_lrs=[]), ValueError, "stage_lrs"),
     (dict(stage_lrs=()), ValueError, "stage_lrs"),
@@ -232,14 +237,14 @@ BAD_SGD_INPUTS = [
     (dict(iters_per_stage=[2]), ValueError, "iters_per_stage"),
     (dict(iters_per_stage=[2, 0]), ValueError, "iters_per_stage[1]"),
     (dict(grad_fn=None), TypeError, "grad_fn"),
-    (dict(grad_fn=lambda w, s: w.sum()), ValueError, "grad_fn"),
-    (dict(grad_fn=lambda w, s: w.tolist()), TypeError, "grad_fn"),
+    (dict(grad_fn=lambda w, s: w.sum()), ValueError, "grad_fn"),  # a scalar, not w's shape
+    (dict(grad_fn=lambda w, s: w.tolist()), TypeError, "grad_fn"),  # a list, not a tensor
     (dict(w0=[1.0, 2.0]), TypeError, "w0"),
     (dict(w0=torch.tensor([1, 2])), TypeError, "w0"),
 ]
 
 
-@pytest.mark.parametrize("bad, exc, name", BAD_SGD_INPUTS, ids=[f"{b}" for b, _, _ in BAD_SGD_INPUTS])
+@pytest.mark.parametrize("bad, exc, name", BAD_SGD_INPUTS, ids=[_id(b) for b, _, _ in BAD_SGD_INPUTS])
 def test_stagewise_sgd_bad_input_names_parameter(bad, exc, name):
     args = dict(w0=torch.ones(2), grad_fn=lambda w, s: w, stage_lrs=[0.1, 0.01], iters_per_stage=2)
     args.update(bad)

@@ -49,6 +49,8 @@ def check_number(value, name: str, *, low=None, high=None, low_open=False, high_
     if not (lo_ok and hi_ok):
         lb = "-inf" if low is None else low
         hb = "inf" if high is None else high
-        interval = f"{'(' if low_open or low is None else '['}{lb}, {hb}{')' if high_open or high is None else ']'}"
+        left = "(" if low_open or low is None else "["
+        right = ")" if high_open or high is None else "]"
+        interval = f"{left}{lb}, {hb}{right}"
         raise ValueError(f"{name}: expected a value in {interval}, got {value!r}")
     return value
