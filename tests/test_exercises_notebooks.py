@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from grader import guards
+from grader.guards import GuardedSubmission
 from grader.submission import InProcessSubmission, StudentError
 from grader.suite import ASSIGNMENTS, FUNCTIONS, max_score, run_suite
 from grader.suite import tests as suite_tests
@@ -74,6 +75,27 @@ def score_of(assignment: str, ns: dict) -> dict[str, tuple[float, float, str]]:
 
 def lost(scores: dict) -> set[str]:
     return {name for name, (pts, mx, _) in scores.items() if pts < mx}
+
+
+def bug_scores(assignment: str, bug: str, source: str) -> dict[str, tuple[float, float, str]]:
+    """The full suite's scores for the solution with ``source`` (a mistake) in place; a bug whose name starts
+    with ``guarded_`` runs with the assignment's off-limits calls guarded, as in the sandbox."""
+    ns = solution_namespace(assignment, source)
+    if bug.startswith("guarded_"):
+        return {r.name: (r.points, r.max_points, r.message)
+                for r in run_suite(assignment, GuardedSubmission(assignment, ns))}
+    return score_of(assignment, ns)
+
+
+def assert_mistake_caught(scores: dict, expected: set[str], messages: dict[str, str]) -> None:
+    """Exactly the ``expected`` tests lose points, each with a message fit for a student (no traceback, no
+    tensor dump), and the message of each test in ``messages`` contains the given words."""
+    assert lost(scores) == expected, f"lost {sorted(lost(scores))}"
+    for name in expected:
+        message = scores[name][2]
+        assert message and "Traceback" not in message and "tensor(" not in message, (name, message)
+    for name, part in messages.items():
+        assert part in scores[name][2], (name, scores[name][2])
 
 
 def student_notebook(assignment: str, replace: dict[str, str]) -> nbformat.NotebookNode:

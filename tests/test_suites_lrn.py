@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_exercises_notebooks import lost, score_of, solution_namespace
+from test_exercises_notebooks import assert_mistake_caught, bug_scores, score_of, solution_namespace
 
-from grader.guards import GuardedSubmission
 from grader.submission import InProcessSubmission
-from grader.suite import run_suite
 from grader.suite import tests as suite_tests
 
 A = "lrn"
@@ -114,23 +112,14 @@ def lrn_inter(a, n, k, alpha, beta):
 
 
 def _scores(bug: str) -> dict:
-    source = BUGS[bug][0]
-    ns = solution_namespace(A, source)
-    if bug.startswith("guarded_"):
-        return {r.name: (r.points, r.max_points, r.message) for r in run_suite(A, GuardedSubmission(A, ns))}
-    return score_of(A, ns)
+    return bug_scores(A, bug, BUGS[bug][0])
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_lrn_suite_catches_known_mistakes(bug):
     _, expected, messages = BUGS[bug]
     scores = _scores(bug)
-    assert lost(scores) == expected, f"lost {sorted(lost(scores))}"
-    for name in expected:
-        message = scores[name][2]
-        assert message and "Traceback" not in message and "tensor(" not in message, (name, message)
-    for name, part in messages.items():
-        assert part in scores[name][2], (name, scores[name][2])
+    assert_mistake_caught(scores, expected, messages)
     # partial credit where a mistake spoils only some cases
     if bug in ("window_wraps_around_at_borders", "torch_window_for_even_n", "crashes_for_even_n"):
         points, max_points, _ = scores["test_lrn_inter_values"]

@@ -4,11 +4,9 @@ tests it should, with a message that says what is wrong, and a broken submission
 from __future__ import annotations
 
 import pytest
-from test_exercises_notebooks import lost, score_of, solution_namespace
+from test_exercises_notebooks import assert_mistake_caught, bug_scores
 
-from grader.guards import GuardedSubmission
 from grader.submission import InProcessSubmission
-from grader.suite import run_suite
 from grader.suite import tests as suite_tests
 
 A = "stagewise"
@@ -80,22 +78,14 @@ def stagewise_sgd(w0, grad_fn, stage_lrs, iters_per_stage):
 
 
 def _scores(bug: str) -> dict:
-    ns = solution_namespace(A, BUGS[bug][0])
-    if bug.startswith("guarded_"):
-        return {r.name: (r.points, r.max_points, r.message) for r in run_suite(A, GuardedSubmission(A, ns))}
-    return score_of(A, ns)
+    return bug_scores(A, bug, BUGS[bug][0])
 
 
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_stagewise_suite_catches_known_mistakes(bug):
     _, expected, messages = BUGS[bug]
     scores = _scores(bug)
-    assert lost(scores) == expected, f"lost {sorted(lost(scores))}"
-    for name in expected:
-        message = scores[name][2]
-        assert message and "Traceback" not in message and "tensor(" not in message, (name, message)
-    for name, part in messages.items():
-        assert part in scores[name][2], (name, scores[name][2])
+    assert_mistake_caught(scores, expected, messages)
 
 
 def test_stagewise_suite_gives_partial_credit():
