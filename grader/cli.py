@@ -146,7 +146,7 @@ class Grader:
             named = assignment_of(nb, path)
             return NotebookResult(label, named, 0.0, 0.0, [], _join([problem, (
                 f"cannot tell which assignment this notebook is: name it after one of "
-                f"{', '.join(known)} (e.g. {known[0]}.ipynb)")]))
+                f"{', '.join(known)} (e.g. {known[0]}.ipynb), or pass --assignment")]))
         self.prepare([assignment])
         max_score = float(self.suites.max_score(assignment))
         cells = graded_cells(nb) if nb is not None else []
@@ -239,8 +239,23 @@ def _progress(total: int, enabled: bool):
     except ImportError:
         return None
     import shutil
-    cols = shutil.get_terminal_size((100, 24)).columns  # tqdm's own probe gives -1 on some terminals
-    return tqdm(total=total, file=sys.stderr, unit="nb", ncols=min(max(cols, 40), 120), desc="grading")
+    # a terminal may report 0 columns and rows (a pty that nobody sized: script, some CI runners); tqdm's own
+    # probe then gives -1 rows and draws nothing, so the size comes from shutil, which falls back to 100x24
+    cols, rows = shutil.get_terminal_size((100, 24))
+    return tqdm(total=total, file=sys.stderr, unit="nb", ncols=min(max(cols, 40), 120), nrows=max(rows, 2),
+                desc="grading")
+
+
+def emit(out, line: str, bar=None) -> None:
+    """Write one result line to ``out``; with a progress bar on the terminal, clear the bar first and draw it
+    again below the line, so that lines and bar never run into each other."""
+    if bar is None:
+        out.write(line + "\n")
+        out.flush()
+        return
+    with bar.external_write_mode(file=out):
+        out.write(line + "\n")
+        out.flush()
 
 
 def _limits_from(args):
@@ -284,11 +299,8 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -
         bar = _progress(len(paths), show_bar)
         for r in grade_in_order(paths, lambda p: grader.grade(p, args.assignment), args.jobs):
             failed |= r.internal_error
-            if args.json:
-                out.write(json.dumps(r.to_json(args.with_output)) + "\n")
-            else:
-                out.write(_human(r, args.with_output) + "\n")
-            out.flush()
+            line = json.dumps(r.to_json(args.with_output)) if args.json else _human(r, args.with_output)
+            emit(out, line, bar)
             if writer:
                 writer.writerow({k: r.to_json()[k] for k in _CSV_FIELDS})
                 csv_file.flush()

@@ -328,7 +328,7 @@ COURSE_CSV_FIELDS = ["student", "assignment", "notebook", "score", "max_score", 
 def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show_bar: bool = False,
                  server=None) -> int:
     """The ``--course`` mode of ``python -m grader grade`` (see the module's doc)."""
-    from .cli import Grader, _progress, grade_in_order
+    from .cli import Grader, _progress, emit, grade_in_order
 
     out = out or sys.stdout
     try:
@@ -378,8 +378,7 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
                     if args.json:
                         d = r.to_json(args.with_output)
                         d["student"] = it.student
-                        out.write(json.dumps(d) + "\n")
-                        out.flush()
+                        emit(out, json.dumps(d), bar)
                     if bar:
                         bar.update(1)
                 if bar:

@@ -91,6 +91,10 @@ def _candidates(nb, path) -> list[str]:
         parent = os.path.basename(os.path.dirname(os.path.abspath(os.fspath(path))))
         if parent:
             found.append(parent)
+    if nb is not None:  # last: the solution cells' nbgrader ids, such as lrn_inter or dropout_forward
+        cells = nb.get("cells") if isinstance(nb.get("cells"), list) else []
+        solutions = (_nbgrader(c) for c in cells if isinstance(c, dict) and _nbgrader(c).get("solution"))
+        found.extend(i for i in (ng.get("grade_id") for ng in solutions) if isinstance(i, str) and i)
     return found
 
 
@@ -98,8 +102,9 @@ def assignment_of(nb, path=None, known: Iterable[str] | None = None) -> str | No
     """The notebook's assignment: nbgrader metadata if present, else the file name's stem.
 
     With ``known`` (the grader's assignments), a name that is not one of them is skipped for the next
-    candidate (the folder, as in nbgrader's ``submitted/<student>/<assignment>/``), and a renamed copy such as
-    ``lrn-Copy1.ipynb`` or ``lrn (2).ipynb`` still maps to ``lrn``. Returns None when nothing matches.
+    candidate (the folder, as in nbgrader's ``submitted/<student>/<assignment>/``, then the ids of the
+    solution cells, ``lrn_inter`` for ``lrn``), and a renamed copy such as ``lrn-Copy1.ipynb`` or
+    ``lrn (2).ipynb`` still maps to ``lrn``. Returns None when nothing matches.
     """
     cands = _candidates(nb, path)
     if known is None:

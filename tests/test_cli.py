@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,22 @@ def test_cli_unknown_assignment_is_reported_not_crashed(tmp_path):
     rc, out = run_cli(["--json", str(path)])
     (r,) = [json.loads(line) for line in out.splitlines()]
     assert rc == 0 and r["score"] == 0.0 and "which assignment" in r["error"]
+    assert "--assignment" in r["error"]
+    rc, out = run_cli(["--json", *FAST, "--assignment", "toy", str(path)])
+    assert json.loads(out)["score"] == 3.0
+
+
+def test_cli_solution_cell_ids_find_the_assignment(tmp_path):
+    # a notebook renamed beyond recognition still carries nbgrader's cell ids (lrn_inter for lrn)
+    path = toy_notebook(tmp_path / "homework7.ipynb")
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("solution"):
+            cell["metadata"]["nbgrader"]["grade_id"] = "toy_scale"
+    path.write_text(json.dumps(nb))
+    rc, out = run_cli(["--json", *FAST, str(path)])
+    r = json.loads(out)
+    assert rc == 0 and r["assignment"] == "toy" and r["score"] == 3.0, r
 
 
 def test_cli_renamed_copy_and_metadata_find_the_assignment(tmp_path):
@@ -182,6 +199,36 @@ def test_cli_student_output_only_on_request(tmp_path):
     _, withit = run_cli(["--json", "--with-output", *FAST, str(path)])
     assert "hello" not in plain and set(json.loads(plain)) == KEYS
     assert json.loads(withit)["output"].startswith("hello from the student")
+
+
+def test_cli_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal (a pty nobody sized: 0 rows and columns, as under `script` or some CI runners) the bar
+    is drawn, every result line starts on a line of its own, and the bar ends at 100%."""
+    import pty
+    notebook = ROOT / "solutions" / "lrn" / "lrn.ipynb"
+    paths = [shutil.copy(notebook, tmp_path / f"lrn-{i}.ipynb") for i in range(3)]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "grader", "grade", *map(str, paths)], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=300) == 0
+    text = b"".join(chunks).decode(errors="replace")
+    assert "grading: 100%" in text and "3/3" in text
+    # each result is written after the bar was cleared (a carriage return), never glued to the bar's text
+    for p in paths:
+        line = f"{p}: lrn 19/19"
+        assert line in text
+        assert text[text.index(line) - 1] in "\r\n", text
 
 
 def test_cli_usage_errors_exit_2(capsys):
