@@ -78,6 +78,10 @@ class Partial(AssertionError):
         self.message = message
 
 
+#: a case note at the end of a message: " (visible (4, 8) input, p=0.5)", one level of nested parentheses
+_CASE_NOTE = re.compile(r"\s*\((?:[^()]|\([^()]*\))*\)\s*$")
+
+
 class Score:
     """Weighted checks inside one test; ``done()`` raises ``Partial`` when some failed.
 
@@ -91,13 +95,19 @@ class Score:
         self.total = 0.0
         self.earned = 0.0
         self.messages: list[str] = []
+        self._seen: set[str] = set()
 
     def check(self, ok: bool, message: str, weight: float = 1.0) -> bool:
+        """Count a check; a failed one adds its message, unless the same message was given already, also
+        with another case note in parentheses at its end ("... (p=0.5)" after "... (p=0.25)")."""
         self.total += weight
         if ok:
             self.earned += weight
-        elif message not in self.messages:
-            self.messages.append(message)
+        else:
+            key = _CASE_NOTE.sub("", message)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.messages.append(message)
         return bool(ok)
 
     def fail(self, message: str, weight: float = 1.0) -> None:

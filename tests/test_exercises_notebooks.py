@@ -437,3 +437,17 @@ def test_exercises_student_notebook_helper_rewrites_only_solution_cells():
     assert rewritten[0].source.startswith("def lrn_inter(*a)")
     kept = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") == "lrn_intra"]
     assert "raise NotImplementedError()" in kept[0].source
+
+
+def test_score_partial_credit_and_one_message_per_mistake():
+    from grader.suite import Partial, Score
+    s = Score()
+    s.check(True, "unused", weight=2)
+    s.check(False, "dropout_forward is not written yet (visible (4, 8) input, p=0.5)")
+    s.check(False, "dropout_forward is not written yet (visible (4, 8) input, p=0.25)")  # the same mistake
+    s.check(False, "the mask is not scaled")
+    with pytest.raises(Partial) as info:
+        s.done()
+    assert info.value.fraction == pytest.approx(2 / 5)
+    assert info.value.message == ("dropout_forward is not written yet (visible (4, 8) input, p=0.5); "
+                                  "the mask is not scaled")
