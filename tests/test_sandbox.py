@@ -244,6 +244,25 @@ def test_sandbox_writes_stay_in_scratch(isolated, tmp_path):
     assert not got[str(ROOT / marker)] and not got[f"/etc/{marker}"]
 
 
+def test_sandbox_root_plan_binds_python_under_tmp_but_never_tmp_itself(tmp_path):
+    # a clone of the course under /tmp has its virtual environment there: it is bound (on top of the
+    # sandbox's own /tmp, see jail.build_root) and the project beside it is not; a folder that holds /tmp
+    # or the temporary directory (a script run from /tmp puts /tmp on sys.path) is never bound, since it
+    # would show the other submissions' scratch folders
+    from grader.sandbox import jail
+    project = tmp_path / "course"
+    venv = project / ".venv" / "lib" / "python3.11" / "site-packages"
+    (project / "tricksref").mkdir(parents=True)
+    venv.mkdir(parents=True)
+    plan = jail.root_plan(str(tmp_path / "mnt"), ["/tmp", "/", str(venv), str(project)],
+                          [str(project / "tricksref"), str(project)])
+    assert str(venv) in plan["binds"]
+    assert not {"/tmp", "/", str(project)} & set(plan["binds"])
+    # the same with the project elsewhere: /tmp holds nothing forbidden, and is still not bound
+    plan = jail.root_plan(str(tmp_path / "mnt"), ["/tmp", str(venv)], [str(ROOT)])
+    assert str(venv) in plan["binds"] and "/tmp" not in plan["binds"]
+
+
 def test_sandbox_privileged_calls_fail(isolated):
     src = (
         "import ctypes, os\n"

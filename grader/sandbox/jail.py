@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import signal
+import tempfile
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -164,6 +165,17 @@ def build_root(plan: dict, *, uid: int, gid: int, scratch_bytes: int, mount_proc
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0755")
     for name, target in plan["symlinks"]:
         os.symlink(target, root + name)
+    small = max(1 << 20, scratch_bytes)
+
+    def writable_tmpfs(path, mode):
+        _mkdirs(root + path)
+        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV,
+              f"size={small},nr_inodes=4096,mode={mode},uid={uid},gid={gid}")
+
+    # the writable folders before the binds: a Python folder under /tmp (a virtual environment in a clone of
+    # the course under /tmp) is bound on top of the sandbox's /tmp, not covered by it
+    for path, mode in (("/tmp", "1777"), ("/scratch", "0700")):
+        writable_tmpfs(path, mode)
     for src in plan["binds"]:
         if os.path.exists(src):
             _bind(root, src)
@@ -178,11 +190,7 @@ def build_root(plan: dict, *, uid: int, gid: int, scratch_bytes: int, mount_proc
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    small = max(1 << 20, scratch_bytes)
-    for path, mode in (("/dev/shm", "1777"), ("/tmp", "1777"), ("/scratch", "0700")):
-        _mkdirs(root + path)
-        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV,
-              f"size={small},nr_inodes=4096,mode={mode},uid={uid},gid={gid}")
+    writable_tmpfs("/dev/shm", "1777")
     if mount_proc:
         _mkdirs(root + "/proc")
         try:
@@ -203,10 +211,13 @@ def root_plan(mountpoint: str, python_paths: list[str], forbidden: list[str]) ->
 
     ``python_paths`` are the folders Python needs (its prefix, the virtual environment, the site-packages in
     ``sys.path``); ``forbidden`` the folders that must not be visible (the project, wherever ``tricksref`` or
-    the grader live). A Python folder that contains a forbidden one is not bound; a forbidden one inside a
-    bound folder is hidden.
+    the grader live). A Python folder that contains a forbidden one is not bound, nor one that contains a
+    folder the sandbox makes its own (``/tmp``, the temporary directory that holds the other submissions'
+    scratch folders, ``/scratch``, ``/dev``, ``/proc``: a script run from /tmp puts /tmp on ``sys.path``); a
+    forbidden one inside a bound folder is hidden.
     """
     forbidden = [os.path.realpath(p) for p in forbidden]
+    reserved = {"/tmp", "/scratch", "/dev", "/proc", os.path.realpath(tempfile.gettempdir())}
     symlinks, binds = [], []
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -226,6 +237,8 @@ def root_plan(mountpoint: str, python_paths: list[str], forbidden: list[str]) ->
             continue
         real = os.path.realpath(p)
         if any(inside(f, real) for f in forbidden):  # binding it would show the forbidden folder
+            continue
+        if any(inside(r, real) or inside(r, p) for r in reserved):  # it would cover the sandbox's own
             continue
         if any(inside(p, b) or inside(real, b) for b in binds):
             continue
