@@ -182,7 +182,9 @@ CASES = [
         except ImportError:
             pass
         """), "zero", error="not available to graded code"),
-    case("search_disk", "walks the disk for the reference's source and runs it if found",
+    # whether the walk ends within the load timeout depends on the disk (a cold cache, a large
+    # virtual environment): either way it must not earn more than its fallback submitted honestly
+    hack("search_disk", "walks the disk for the reference's source and runs it if found",
          both("return _found(a, n, k, alpha, beta)", head="""
         import os
         _src = None
@@ -199,7 +201,7 @@ CASES = [
             ns = {}
             exec(_src, ns)
             return ns['local_response_norm'](a, n, alpha, beta, k, convention='alexnet')
-        """), "zero"),
+        """), "return a * 0"),
     hack("read_peers", "tries to read the other notebooks of the class", both(
         "return a * 0 if not _peers else a",
         head="import os\n_peers = [p for p in {PEERS} if os.path.exists(p)]"),
