@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_images as _images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
@@ -37,14 +38,6 @@ def color_path(request, monkeypatch):
     if request.param == "native" and _native.library() is None:
         pytest.skip(f"the native colour kernel did not build here: {_native._state['error']}")
     return request.param
-
-
-def _images(batch, channels, h, w, dtype=torch.float32, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, channels, h, w, generator=g, dtype=torch.float64)
-    if dtype == torch.uint8:
-        return (x * 256).floor().clamp(max=255).to(torch.uint8).to(device)
-    return x.to(dtype=dtype, device=device)
 
 
 def _factors(batch, low, high, seed=1):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_images as _images
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -23,14 +24,6 @@ from tricksref.augment.geometry import _sample_boxes
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 FLOATS = [torch.float32, torch.float64]
-
-
-def _images(batch, channels, h, w, dtype=torch.float32, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, channels, h, w, generator=g, dtype=torch.float64)
-    if dtype == torch.uint8:
-        return (x * 256).floor().clamp(max=255).to(torch.uint8).to(device)
-    return x.to(dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import random_images as _images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
@@ -23,14 +24,6 @@ from tricksref.label_smoothing import smooth_one_hot
 SETTINGS = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 MIXES = [A.mixup, A.cutmix]
-
-
-def _images(batch, channels, h, w, dtype=torch.float32, seed=0, device="cpu"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, channels, h, w, generator=g, dtype=torch.float64)
-    if dtype == torch.uint8:
-        return (x * 256).floor().clamp(max=255).to(torch.uint8).to(device)
-    return x.to(dtype=dtype, device=device)
 
 
 def _partners(y_soft):

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import processes_with
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -33,19 +34,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not corpus.TEMPLATE.exists(), reason="solutions/lrn/lrn.ipynb is not there yet"),
 ]
-
-
-def _alive(marker: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +118,9 @@ def test_cli_hostile_correct_notebooks_unharmed(graded):
 
 def test_cli_hostile_nothing_survives(graded):
     deadline = time.monotonic() + 3
-    while _alive(graded["marker"]) and time.monotonic() < deadline:
+    while processes_with(graded["marker"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _alive(graded["marker"]) == []
+    assert processes_with(graded["marker"]) == []
     for _, c in graded["built"]:
         for w in c.get("writes", []):
             assert not os.path.exists(w), f"{c['name']} wrote {w}"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import processes_with
 
 from grader.sandbox import ForkServer, IsolationWarning, Limits
 from grader.submission import StudentError
@@ -53,19 +54,6 @@ def value(server, source: str, *args, **kw):
     """Run ``f(*args)`` of ``source`` in a fresh sandbox; its return value, or the StudentError raised."""
     with server.open("toy", source, limits(**kw)) as sub:
         return sub.run("toy.value", name="f", args=list(args))["value"]
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
 
 
 def wait_until_gone(marker: str, timeout: float = 3.0) -> list[int]:
