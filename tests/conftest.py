@@ -1,4 +1,4 @@
-"""Shared fixtures: the devices every tricksref op is tested on."""
+"""Shared fixtures: the devices every tricksref op is tested on, and one torch thread for small models."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ DEVICES = [
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on a shared 2-core machine run fastest on one thread; restored after the test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

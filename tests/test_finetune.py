@@ -29,13 +29,7 @@ from tricksref.finetune import (
 from tricksref.models import AlexNetSmall, ResNetSmall
 from tricksref.train import evaluate
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see conftest.py
 
 
 def checkpoint_file():

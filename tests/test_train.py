@@ -20,13 +20,7 @@ from tricksref.train import EvalResult, History, evaluate, fit
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine run fastest on one thread; restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: see conftest.py
 
 
 def toy(n=40, classes=3, seed=0, dtype=torch.float32):
