@@ -8,11 +8,21 @@ train/test split of ``tricksref.data.load_digits`` with seed 0. The model: ``Ale
 batch normalization, LRN and dropout 0.5. Training: Adam (lr 1e-3, cosine decay per iteration to 0),
 mini-batches of 64, no augmentation (``--shift 2`` adds random shifts: measured, they did not change
 how well the features transfer to 8 vs 9 beyond the noise of 5 seeds, and cost 1.7 points of source
-accuracy in 12 epochs), seeded, on one thread (so that the run is reproducible bit for bit on a given
-machine and torch version). Training uses ``torch.nn.BatchNorm2d`` (the same math and state_dict keys as
-``tricksref.BatchNorm2d``, in a fused kernel); the recorded accuracy is measured on the model as
-:func:`tricksref.finetune.load_pretrained` builds it, with tricksref's BN. The state_dict is stored in
+accuracy in 12 epochs), seeded. The recorded accuracy is measured on the model as
+:func:`tricksref.finetune.load_pretrained` builds it, with tricksref's layers. The state_dict is stored in
 float32 with ``torch.save``; the JSON beside it records how it was made.
+
+Reproducible bit for bit on any x86-64 CPU, whatever its vector extensions (same torch version):
+
+- Training runs on torch's own layers, ``torch.nn.BatchNorm2d``, ``torch.nn.LocalResponseNorm`` (AlexNet's
+  n = 5 written in torch's arguments, alpha times 5) and ``torch.nn.Dropout``: the same math and state_dict
+  keys as tricksref's, whose rounding and random stream depend on the edition of tricksref installed.
+- Training amplifies rounding differences, and torch picks its kernels by CPU: ATen by its capability
+  (AVX512 / AVX2 / default), oneDNN and MKL by theirs. The script therefore trains in a child process with
+  :data:`REPRODUCIBLE_ENV` (ATen's portable kernels, MKL's CPU-independent mode, one thread) and oneDNN
+  switched off (its convolutions choose their blocking by CPU); measured here, a CPU with AVX-512 and the
+  same one restricted to AVX2 then give the same bits, and the ceilings alone did not. ``--here`` trains
+  in the calling process as it is (fast, not portable).
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +43,14 @@ from torch import nn
 NAME = "alexnet_digits0to7"
 SOURCE_CLASSES = tuple(range(8))
 ARCH = {"num_classes": 8, "in_channels": 1, "lrn": True, "batchnorm": True, "dropout": 0.5, "width": 16}
+#: the environment a reproducible run trains in (read when torch starts: hence a child process)
+REPRODUCIBLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",  # ATen's portable kernels, not the AVX2/AVX-512 ones
+    "MKL_CBWR": "COMPATIBLE",  # MKL's conditional numerical reproducibility: the same code path on any CPU
+    "ONEDNN_MAX_CPU_ISA": "SSE41",  # unused (oneDNN is switched off below); pinned should a path reach it
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -40,6 +60,29 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
     n, _, h, w = x.shape
     top, left = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
     return resized_crop(torch.nn.functional.pad(x, (pad,) * 4), top, left, h, w, (h, w))
+
+
+def torch_layers(model: nn.Module) -> nn.Module:
+    """Swap tricksref's LRN and dropout for torch's equivalents (in place): same math, and the same bits
+    whichever edition of tricksref is installed. AlexNet's n = 5 is torch's size 5 with alpha times 5."""
+    from tricksref.dropout import Dropout
+    from tricksref.lrn import LocalResponseNorm
+
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, LocalResponseNorm):
+                if child.mode != "inter" or child.convention != "alexnet" or child.size % 2 == 0:
+                    raise ValueError(f"{name}: expected AlexNet's inter-channel LRN with an odd size")
+                setattr(parent, name, nn.LocalResponseNorm(child.size, alpha=child.alpha * child.size,
+                                                           beta=child.beta, k=child.k))
+            elif isinstance(child, Dropout):
+                setattr(parent, name, nn.Dropout(child.p))
+    return model
+
+
+def reproducible() -> bool:
+    """Whether this process runs with :data:`REPRODUCIBLE_ENV` (as the child process does)."""
+    return all(os.environ.get(k) == v for k, v in REPRODUCIBLE_ENV.items())
 
 
 def train_checkpoint(*, epochs: int = 12, seed: int = 0, batch_size: int = 64, lr: float = 1e-3,
@@ -55,12 +98,17 @@ def train_checkpoint(*, epochs: int = 12, seed: int = 0, batch_size: int = 64, l
     if limit is not None:
         x, y = x[:limit], y[:limit]
     torch.manual_seed(seed)
-    model = AlexNetSmall(**ARCH, norm_layer=nn.BatchNorm2d)
+    model = torch_layers(AlexNetSmall(**ARCH, norm_layer=nn.BatchNorm2d))
     t0 = time.perf_counter()
-    hist = fit(model, (x, y), epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
-               optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=lr),
-               scheduler=lambda opt, n: CosineLR(opt, T_max=n),
-               augment=(lambda xb, yb, g: (random_shift(xb, shift, g), yb)) if shift else None)
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # oneDNN's convolutions round differently per CPU
+    try:
+        hist = fit(model, (x, y), epochs=epochs, batch_size=batch_size, seed=seed, progress=False,
+                   optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=lr),
+                   scheduler=lambda opt, n: CosineLR(opt, T_max=n),
+                   augment=(lambda xb, yb, g: (random_shift(xb, shift, g), yb)) if shift else None)
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
     wall = time.perf_counter() - t0
     state = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype).clone()
              for k, v in model.state_dict().items()}
@@ -80,8 +128,16 @@ def train_checkpoint(*, epochs: int = 12, seed: int = 0, batch_size: int = 64, l
         "num_train": len(y), "num_test": len(data.y_test),
         "source_train_acc": train.accuracy, "source_test_acc": test.accuracy, "source_test_loss": test.loss,
         "train_loss_per_epoch": hist.train_loss,
+        "training_layers": "torch.nn.BatchNorm2d, torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, "
+                           "k=2.0), torch.nn.Dropout(0.5); oneDNN off",
         "threads": torch.get_num_threads(), "wall_time_s": round(wall, 1),
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "environment": {k: os.environ.get(k) for k in REPRODUCIBLE_ENV},
+        "reproducible_on": (f"any x86-64 CPU whatever its vector extensions (AVX2, AVX-512 or neither), bit "
+                            f"for bit, with torch {torch.__version__} and this script's environment "
+                            f"(python -m tricksref.pretrained.make_checkpoint sets it)" if reproducible()
+                            else "only this machine and torch version (--here: the CPU's own kernels)"),
     }
     return state, record
 
@@ -94,9 +150,19 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=str(Path(__file__).parent), help="folder for NAME.pt and NAME.json")
     p.add_argument("--quick", action="store_true", help="1 epoch on 128 images (a determinism check)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: reproducible)")
+    p.add_argument("--here", action="store_true",
+                   help="train in this process as it is, not in a child with REPRODUCIBLE_ENV (not portable)")
     p.add_argument("--shift", type=int, default=0,
                    help="augmentation: random shifts of up to SHIFT pixels (default 0: none)")
     args = p.parse_args(argv)
+    if not args.here and not reproducible():
+        # torch reads these when it starts: train in a child that has them, and return its record
+        argv = list(sys.argv[1:] if argv is None else argv)
+        subprocess.run([sys.executable, "-m", "tricksref.pretrained.make_checkpoint", *argv],
+                       env={**os.environ, **REPRODUCIBLE_ENV}, check=True)
+        return json.loads((Path(args.out) / f"{NAME}.json").read_text())
+    if args.threads != 1 and not args.here:
+        p.error("--threads: a reproducible run trains on 1 thread; add --here for more")
     torch.set_num_threads(args.threads)
     epochs, limit = (1, 128) if args.quick else (args.epochs, None)
     state, record = train_checkpoint(epochs=epochs, seed=args.seed, shift=args.shift, limit=limit)
