@@ -7,11 +7,24 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: site test venv browser lint bench bundle clean
+.PHONY: site site-solutions publish publish-solutions test venv browser lint bench bundle clean
 
-## site: build the book (executes every chapter; the execution cache makes rebuilds fast) into _build/html
+## site: build the book's student edition (answer cells replaced by pointers to the exercises) into
+## _build/html; it executes every chapter, and the execution cache makes rebuilds fast
 site: venv
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+## site-solutions: the solutions edition (every cell shown) into _build/solutions/html, from the same cache
+site-solutions: venv
+	$(BIN)/python book/_ext/editions.py build --edition solutions
+
+## publish: the student edition to the gh-pages branch of repository.url in _config.yml (before the deadline)
+publish: site
+	$(BIN)/python book/_ext/editions.py publish --edition student
+
+## publish-solutions: the solutions edition to the same branch (after the deadline)
+publish-solutions: site-solutions
+	$(BIN)/python book/_ext/editions.py publish --edition solutions
 
 ## test: the whole test suite; it builds the site and opens every page in headless Chromium
 test: venv browser

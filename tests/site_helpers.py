@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import html
 import html.parser
 import http.server
+import json
 import re
 import subprocess
 import sys
@@ -54,8 +56,161 @@ def build_book(root: Path, log_path: Path, *extra: str, timeout: float = 1800) -
                               stderr=subprocess.STDOUT, timeout=timeout, check=False)
 
 
+def build_edition(root: Path, log_path: Path, edition: str,
+                  timeout: float = 1800) -> subprocess.CompletedProcess:
+    """Build ``edition`` of the book in ``root`` as `make site-solutions` does (book/_ext/editions.py)."""
+    with open(log_path, "w") as log:
+        return subprocess.run([sys.executable, str(root / "book" / "_ext" / "editions.py"), "build",
+                               "--edition", edition], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+
+
 def log_tail(log_path: Path, lines: int = 60) -> str:
     return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the two editions: answer cells, as the chapters' sources tag them, and the links to notebooks
+
+
+@dataclass(frozen=True)
+class AnswerCell:
+    chapter: str  # the page, e.g. "book/lrn.html"
+    assignment: str
+    source: str
+
+
+def _notebook_of(path: Path):
+    import jupytext
+
+    text = path.read_text()
+    if not text.startswith("---") or "kernelspec" not in text.split("\n---", 1)[0]:
+        return None  # plain Markdown: no cells
+    return jupytext.reads(text, fmt="md:myst")
+
+
+def answer_cells(root: Path = ROOT) -> tuple[list[AnswerCell], list[str]]:
+    """The cells tagged ``answer-<assignment>`` in the chapters of ``root``'s _toc.yml, read with jupytext
+    (not with the site's extension, which this checks), and the text of every other cell of those chapters."""
+    answers, others = [], []
+    for page in toc_pages(root / "_toc.yml"):
+        nb = _notebook_of(root / Path(page).with_suffix(".md"))
+        if nb is None:
+            continue
+        for cell in nb.cells:
+            tags = [t for t in cell.metadata.get("tags", []) if str(t).startswith("answer-")]
+            if cell.cell_type == "code" and tags:
+                answers.append(AnswerCell(page, tags[0][len("answer-"):], cell.source))
+            else:
+                others.append(cell.source)
+    return answers, others
+
+
+def give_away_lines(answers: list[AnswerCell], others: list[str],
+                    min_length: int = 16) -> dict[str, AnswerCell]:
+    """Each answer's lines that no other cell or paragraph of the book holds and that say something (16
+    characters or more, not a comment), whitespace collapsed: finding one in a file finds the answer there."""
+    def norm(line):
+        return " ".join(line.split())
+
+    elsewhere = {norm(line) for text in others for line in text.splitlines()}
+    lines = {}
+    for answer in answers:
+        for line in answer.source.splitlines():
+            key = norm(line)
+            if len(key) >= min_length and not key.startswith("#") and key not in elsewhere:
+                lines.setdefault(key, answer)
+    return lines
+
+
+class _Text(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def file_texts(folder: Path) -> Iterator[tuple[str, str]]:
+    """(path relative to ``folder``, text) of every text file: an HTML page as its text without tags (code is
+    split into highlighted spans) and as written, a notebook as its JSON and its decoded strings."""
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        raw = path.read_bytes()
+        if b"\x00" in raw[:4096] or path.suffix in (".png", ".jpg", ".woff", ".woff2", ".ico", ".gif"):
+            continue
+        text = raw.decode("utf-8", errors="replace")
+        if path.suffix == ".html":
+            parser = _Text()
+            parser.feed(text)
+            text += "\n" + "".join(parser.parts)
+        elif path.suffix in (".ipynb", ".json"):
+            try:
+                text += "\n" + "\n".join(_json_strings(json.loads(text)))
+            except ValueError:
+                pass
+        yield path.relative_to(folder).as_posix(), " ".join(text.split())
+
+
+def _json_strings(data) -> Iterator[str]:
+    """Every string in a JSON document; a list of strings also joined (a notebook's cell source)."""
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, list):
+        if data and all(isinstance(x, str) for x in data):
+            yield "".join(data)
+        for x in data:
+            yield from _json_strings(x)
+    elif isinstance(data, dict):
+        for value in data.values():
+            yield from _json_strings(value)
+
+
+def where_lines_are(folder: Path, lines) -> dict[str, list[str]]:
+    """For each line (whitespace collapsed), the files under ``folder`` that hold it."""
+    found = {line: [] for line in lines}
+    for rel, text in file_texts(folder):
+        for line in found:
+            if line in text:
+                found[line].append(rel)
+    return found
+
+
+LAUNCH_HOSTS = {"binder": "mybinder.org", "jupyterhub": "hub/user-redirect/git-pull", "colab": "colab."}
+
+
+def header_links(page: Path) -> dict[str, list[str]]:
+    """The launch buttons' and the download button's links of a built page, by kind."""
+    text = page.read_text(errors="replace")
+    hrefs = re.findall(r'href="([^"]+)"', text)
+    links = {kind: [html.unescape(h) for h in hrefs if marker in h] for kind, marker in LAUNCH_HOSTS.items()}
+    links["download"] = [h for h in hrefs if not urlsplit(h).scheme and "_sources/" in h]
+    return links
+
+
+def launch_target(url: str, repo_url: str) -> tuple[str, str]:
+    """(branch, path in that branch) that a launch link opens, for a repository on GitHub."""
+    from urllib.parse import parse_qs
+
+    owner_repo = urlsplit(repo_url).path.strip("/")
+    parts = urlsplit(url)
+    if "mybinder" in parts.netloc:  # /v2/gh/<owner>/<repo>/<branch>?urlpath=lab/tree/<path>
+        prefix = f"/v2/gh/{owner_repo}/"
+        assert parts.path.startswith(prefix), url
+        branch = parts.path[len(prefix):]
+        path = parse_qs(parts.query)["urlpath"][0].split("tree/", 1)[1]
+    elif "colab" in parts.netloc:  # /github/<owner>/<repo>/blob/<branch>/<path>
+        prefix = f"/github/{owner_repo}/blob/"
+        assert parts.path.startswith(prefix), url
+        branch, path = parts.path[len(prefix):].split("/", 1)
+    else:  # nbgitpuller: ?repo=<url>&branch=<branch>&urlpath=lab/tree/<repo name>/<path>
+        query = parse_qs(parts.query)
+        assert query["repo"][0].rstrip("/") == repo_url.rstrip("/"), url
+        branch = query["branch"][0]
+        path = query["urlpath"][0].split("tree/", 1)[1].split("/", 1)[1]
+    return branch, unquote(path)
 
 
 def toc_pages(toc_path: Path = ROOT / "_toc.yml") -> list[str]:

@@ -99,12 +99,13 @@ Some math, $a^2 + b^2$.
 
 
 def _build_tiny_book(tmp_path: Path, code: str):
-    """A one-chapter book with the repository's _config.yml, _static and _templates, then built."""
+    """A one-chapter book with the repository's _config.yml, _static, _templates and extension, then built."""
     for name in ("_config.yml", "references.bib"):
         shutil.copy(ROOT / name, tmp_path / name)
     (tmp_path / "book").mkdir()
-    for name in ("_static", "_templates"):
-        shutil.copytree(ROOT / "book" / name, tmp_path / "book" / name)
+    for name in ("_static", "_templates", "_ext"):
+        shutil.copytree(ROOT / "book" / name, tmp_path / "book" / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
     (tmp_path / "book" / "intro.md").write_text(TINY_CHAPTER.format(code=code))
     log_path = tmp_path / "build.log"
