@@ -1,4 +1,5 @@
 """The fused C kernel of the colour ops (tricksref/augment/_jitter.c) and its loader (_native.py).
+(The build machinery they share with the other kernels is tested in tests/test_native_build.py.)
 
 Oracle: the torch path of tricksref.augment.color (itself checked against the formulas, colorsys and Pillow
 in tests/test_augment_color.py, which runs on both paths). The two may differ by float rounding only: float32
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tricksref import augment as A
+from tricksref import _native_build
 from tricksref.augment import _native
 
 SETTINGS = settings(max_examples=25, deadline=None,
@@ -32,16 +34,17 @@ F32_TOL = 2e-6
 def kernel():
     """The kernel as the library builds it for this process; skipped only where no C compiler exists."""
     if _native.library() is None:
-        if "no C compiler found" in (_native._state["error"] or ""):
-            pytest.skip(_native._state["error"])
-        pytest.fail(f"a C compiler is here, yet the kernel did not build: {_native._state['error']}")
+        if "no C compiler found" in (_native.KERNEL.state["error"] or ""):
+            pytest.skip(_native.KERNEL.state["error"])
+        pytest.fail(f"a C compiler is here, yet the kernel did not build: {_native.KERNEL.state['error']}")
     return _native.library()
 
 
 @pytest.fixture
 def fresh_state(monkeypatch, tmp_path):
     """A process state in which the kernel has not been tried yet, and a cache in tmp_path."""
-    monkeypatch.setattr(_native, "_state", {"lib": None, "tried": False, "error": None, "path": None})
+    monkeypatch.setattr(_native.KERNEL, "state", {"lib": None, "tried": False, "error": None, "path": None,
+                                                   "refused": []})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(_native.ENV_SWITCH, "1")
     return tmp_path
@@ -188,7 +191,7 @@ def test_native_kernel_builds_and_is_cached(kernel, tmp_path, monkeypatch):
     def no_compiler(*args):
         raise AssertionError("compiled again although the library is in the cache")
 
-    monkeypatch.setattr(_native, "_compile", no_compiler)
+    monkeypatch.setattr(_native_build, "_compile", no_compiler)
     assert _native.build(tmp_path)[1] == path
 
 
@@ -196,9 +199,9 @@ def test_native_cache_key_follows_source_and_flags(kernel, tmp_path, monkeypatch
     _, path = _native.build(tmp_path)
     edited = tmp_path / "edited.c"
     edited.write_bytes(_native.SOURCE.read_bytes() + b"\n/* edited */\n")
-    monkeypatch.setattr(_native, "SOURCE", edited)
+    monkeypatch.setattr(_native.KERNEL, "source", edited)
     _, path_edited = _native.build(tmp_path)
-    monkeypatch.setattr(_native, "FLAGS", (*_native.FLAGS, "-DTR_UNUSED=1"))
+    monkeypatch.setattr(_native_build, "FLAGS", (*_native_build.FLAGS, "-DTR_UNUSED=1"))
     _, path_flags = _native.build(tmp_path)
     assert len({path, path_edited, path_flags}) == 3 and all(p.is_file() for p in (path_edited, path_flags))
 
@@ -233,9 +236,9 @@ def test_native_cache_falls_back_to_a_temporary_folder(kernel, fresh_state, monk
     blocker = fresh_state / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    monkeypatch.setattr(_native, "_fallback_cache_dir", lambda: fresh_state / "fallback")
+    monkeypatch.setattr(_native_build, "fallback_cache_dir", lambda: fresh_state / "fallback")
     assert _native.library() is not None
-    assert _native._state["path"].parent == fresh_state / "fallback"
+    assert _native.KERNEL.state["path"].parent == fresh_state / "fallback"
 
 
 def _fake_compiler(folder):
@@ -249,7 +252,7 @@ def _fake_compiler(folder):
                                                ("missing", "no C compiler found")])
 def test_native_failed_build_warns_once_and_falls_back(fresh_state, monkeypatch, compiler, message):
     cmd = _fake_compiler(fresh_state) if compiler == "broken" else ["no-such-compiler-for-tricksref"]
-    monkeypatch.setattr(_native, "compilers", lambda: [cmd])
+    monkeypatch.setattr(_native_build, "compilers", lambda: [cmd])
     x = _images(4, 3, 5, 6, torch.uint8)
     jitter = A.ColorJitter(0.4, 0.4, 0.4, 0.1)
     with pytest.warns(RuntimeWarning, match=message) as record:
@@ -263,6 +266,6 @@ def test_native_failed_build_warns_once_and_falls_back(fresh_state, monkeypatch,
 
 def test_native_switch_off_skips_the_build(fresh_state, monkeypatch, recwarn):
     monkeypatch.setenv(_native.ENV_SWITCH, "0")
-    monkeypatch.setattr(_native, "compilers", lambda: [["no-such-compiler-for-tricksref"]])
+    monkeypatch.setattr(_native_build, "compilers", lambda: [["no-such-compiler-for-tricksref"]])
     A.ColorJitter(0.4, 0.4, 0.4, 0.1)(_images(2, 3, 4, 4, torch.float32))
-    assert not _native._state["tried"] and not [w for w in recwarn if w.category is RuntimeWarning]
+    assert not _native.KERNEL.state["tried"] and not [w for w in recwarn if w.category is RuntimeWarning]

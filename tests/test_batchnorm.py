@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import tricksref
 import tricksref.batchnorm
-from tricksref.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, _BatchNormFunction, batch_norm
+from tricksref.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d, batch_norm
+from tricksref.scratch.batchnorm import _BatchNormFunction
 
 TOL = 1e-10
 RANKS = {BatchNorm1d: (2, 3), BatchNorm2d: (4,), BatchNorm3d: (5,)}
@@ -258,13 +259,30 @@ def test_bn_saves_only_x_and_per_channel_vectors():
     y.backward(g)
 
 
-def test_bn_double_backward_is_refused():
-    x, g, w, b, rm, rv = _data((4, 3), seed=12)
-    x.requires_grad_(), g.requires_grad_()
-    y = batch_norm(x, rm, rv, w, b, training=True)
-    (dx,) = torch.autograd.grad(y, x, g, create_graph=True)  # dx depends on g, so it has a graph
-    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
-        dx.sum().backward()
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 5)])
+def test_bn_gradgradcheck(training, shape):
+    # second derivatives through the closed-form backward (its graph is built from x when create_graph=True)
+    x, _, w, b, rm, rv = _data(shape, seed=12)
+    inputs = (x.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+
+    def f(x, w, b):
+        return batch_norm(x, rm.clone(), rv.clone(), w, b, training=training, momentum=0.1, eps=1e-3)
+
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
+def test_bn_gradient_penalty_matches_torch():
+    # issue 14's reproduction: a gradient penalty through BN used to give a wrong value without an error
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    lin = torch.nn.Linear(3, 3).double()
+    grads = []
+    for bn in (BatchNorm1d(3, dtype=torch.float64), torch.nn.BatchNorm1d(3, dtype=torch.float64)):
+        (gx,) = torch.autograd.grad(bn(lin(x)).tanh().sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(gx.pow(2).sum(), lin.weight)[0])
+    torch.testing.assert_close(grads[0], grads[1], atol=TOL, rtol=0)
+    assert grads[0].abs().max() > 1e-3  # a penalty that depends on the weights at all
 
 
 def test_bn_only_parameter_gradients():

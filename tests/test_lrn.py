@@ -204,12 +204,23 @@ def test_lrn_uses_the_closed_form_backward():
     assert type(y.grad_fn).__name__ == "_LRNBackward"
 
 
-def test_lrn_double_backward_raises():
-    # second derivatives (a gradient penalty) are not implemented: an error, not a silent zero
-    x = _randn((1, 4, 2, 2)).requires_grad_()
-    (dx,) = torch.autograd.grad((local_response_norm(x, 3) ** 2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="once_differentiable"):
-        dx.sum().backward()
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("size", [2, 3])
+def test_lrn_gradgradcheck(mode, convention, size):
+    # second derivatives (a gradient penalty): the backward's graph is built from a when create_graph=True
+    x = _randn((2, 4, 3, 3), size).requires_grad_()
+    fn = partial(local_response_norm, size=size, alpha=0.7, beta=0.75, k=1.5, mode=mode, convention=convention)
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_lrn_gradient_penalty_matches_torch():
+    x = _randn((2, 6, 3, 3), 3).requires_grad_()
+    penalties = []
+    for fn in (local_response_norm, F.local_response_norm):
+        (dx,) = torch.autograd.grad(fn(x, 3, 0.5, 0.75, 1.0).tanh().sum(), x, create_graph=True)
+        penalties.append(torch.autograd.grad(dx.pow(2).sum(), x)[0])
+    torch.testing.assert_close(penalties[0], penalties[1], **TOL64)
 
 
 def test_lrn_inference_path_equals_training_path():

@@ -15,6 +15,9 @@ import importlib
 
 __version__ = "0.1.0"
 
+# "solutions" (the from-scratch code of tricksref/scratch) or "student" (torch's own operators); see _edition
+from ._edition import EDITION as EDITION  # noqa: E402
+
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     # rescaling

@@ -26,7 +26,10 @@ g = dL/dy and rstd = 1 / sqrt(sigma_B^2 + epsilon):
         \Big(m g_i - \sum_j g_j - \hat{x}_i \sum_j g_j \hat{x}_j\Big)
 
 in training, and dL/dx_i = gamma * rstd * g_i in evaluation, where mu and sigma^2 are the running statistics,
-constants with respect to x. ``_BatchNormFunction`` computes exactly this; autograd never sees the forward.
+constants with respect to x. In the solutions edition (:mod:`tricksref._edition`) this closed form is the
+backward, written out in :mod:`tricksref.scratch.batchnorm` with a fused C kernel on the CPU; in the student
+edition the gradient is autograd through ``torch.nn.functional.batch_norm``. Either way second derivatives,
+forward-mode AD and the torch.func transforms give torch's values.
 
 Conventions that sources disagree on, settled here as PyTorch settles them:
 
@@ -49,126 +52,14 @@ import math
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
-from torch.nn import functional as F
 
+from . import _edition
 from ._checks import check_choice, check_float_tensor, check_min_dim, check_number
 
 __all__ = ["batch_norm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the statistics are accumulated in: float32 for half and bfloat16, else the input's."""
-    return torch.float32 if dtype in _REDUCED_PRECISION else dtype
-
-
-def _channel_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum an (N, C, *) tensor over every axis but C, in one pass and almost as accurately as a float64 sum.
-
-    Each sample's spatial sum is short and accumulated in t's dtype; the N partial sums, an (N, C) tensor,
-    are added in float64. A float32 sum straight over (N, *) drifts by several ulps once the total is large,
-    and these sums feed mu_B and sum(g x-hat), where a drift of the mean is amplified by |mu| / sigma.
-    """
-    if t.dim() == 2:
-        return t.sum(0)
-    return t.sum(tuple(range(2, t.dim()))).sum(0, dtype=torch.float64).to(t.dtype)  # (N, C) -> (C,)
-
-
-class _BatchNormFunction(torch.autograd.Function):
-    """y = gamma * x-hat + beta with the closed-form backward of the BN paper (see the module docstring).
-
-    Saves the input x and the per-channel mu and rstd, not x-hat: saving x allocates nothing, while x-hat
-    would be a new full-size tensor kept alive until the backward (in a plain conv-BN chain the two cost the
-    same memory; wherever anything else also holds x, x-hat is extra). The backward recomputes x - mu.
-    Forward and backward each allocate one full-size buffer (for float32/float64 inputs), first for a
-    temporary, (x - mu)^2 or g (x - mu), and then overwritten with the result, y or dx.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
-        acc = _acc_dtype(x.dtype)
-        xa = x if x.dtype == acc else x.to(acc)
-        C = x.shape[1]
-        bshape = (1, C) + (1,) * (x.dim() - 2)  # per-channel vectors broadcast as (1, C, 1, ...)
-        m = x.numel() // C if C else 0
-        w = None if weight is None else weight.to(acc)
-        b = None if bias is None else bias.to(acc)
-
-        if training and m == 0:  # an empty batch: torch returns an empty output, running stats untouched
-            mean = torch.zeros(C, dtype=acc, device=x.device)
-            rstd = torch.ones(C, dtype=acc, device=x.device)
-            y = torch.empty_like(x)
-        else:
-            if training:
-                mean = _channel_sum(xa).div_(m)  # mu_B
-                # (x - mu_B)^2 in one fused pass; summing the centred squares keeps sigma_B^2 accurate where
-                # E[x^2] - mu^2 would cancel (|mu| >> sigma). The buffer is then reused for y.
-                buf = F.mse_loss(xa, mean.view(bshape).expand_as(xa), reduction="none")
-                var = _channel_sum(buf).div_(m)  # sigma_B^2, biased
-                if running_mean is not None:
-                    unbiased = var * (m / (m - 1))
-                    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-                    running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
-            else:
-                mean = running_mean.to(acc)
-                var = running_var.to(acc)
-                buf = None
-            rstd = (var + eps).rsqrt_()
-            scale = rstd if w is None else w * rstd  # gamma * rstd
-            shift = -mean * scale if b is None else b - mean * scale  # beta - mu * gamma * rstd
-            # y = gamma * (x - mu) * rstd + beta as one multiply-add per element
-            y = torch.addcmul(shift.view(bshape), xa, scale.view(bshape), out=buf)
-            if y.dtype != x.dtype:
-                y = y.to(x.dtype)
-
-        ctx.training = training
-        ctx.m = m
-        ctx.grad_dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
-        ctx.save_for_backward(x, weight, mean, rstd)
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        x, weight, mean, rstd = ctx.saved_tensors
-        need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
-        w_dtype, b_dtype = ctx.grad_dtypes
-        acc = mean.dtype
-        C, m = x.shape[1], ctx.m
-        bshape = (1, C) + (1,) * (x.dim() - 2)
-        if m == 0:
-            zeros = torch.zeros(C, dtype=acc, device=x.device)
-            return (torch.empty_like(x) if need_dx else None, zeros.to(w_dtype) if need_dw else None,
-                    zeros.to(b_dtype) if need_db else None, None, None, None, None, None)
-        xa = x if x.dtype == acc else x.to(acc)
-        ga = g if g.dtype == acc else g.to(acc)
-
-        sum_g = _channel_sum(ga) if (need_db or (need_dx and ctx.training)) else None  # dL/dbeta
-        sum_gxhat = buf = None
-        if need_dw or (need_dx and ctx.training):
-            # sum(g * x-hat) = rstd * sum(g * (x - mu)); centring before the product, not after
-            # (sum(g x) - mu sum(g)), keeps it accurate when |mu| >> sigma
-            buf = (xa - mean.view(bshape)).mul_(ga)
-            sum_gxhat = _channel_sum(buf).mul_(rstd)  # dL/dgamma
-
-        dx = None
-        if need_dx:
-            k1 = rstd if weight is None else weight.to(acc) * rstd  # gamma * rstd
-            if ctx.training:
-                # (gamma rstd / m) (m g - sum g - x-hat sum(g x-hat)) with x-hat = (x - mu) rstd, regrouped
-                # per channel as k1 g + k2 x + k3: two fused passes, written into the scratch buffer
-                k2 = -k1 * rstd * sum_gxhat / m
-                k3 = -k1 * sum_g / m - k2 * mean
-                dx = torch.addcmul(k3.view(bshape), xa, k2.view(bshape), out=buf)
-                dx.addcmul_(ga, k1.view(bshape))
-            else:  # mu and sigma^2 are the running statistics, constants: dx = gamma * rstd * g
-                dx = ga * k1.view(bshape)
-            dx = dx.to(x.dtype)
-        dw = sum_gxhat.to(w_dtype) if need_dw else None
-        db = sum_g.to(b_dtype) if need_db else None
-        return dx, dw, db, None, None, None, None, None
+_impl = _edition.implementation("batchnorm")
 
 
 def _check_channel_vector(t, name: str, x: torch.Tensor, *, allow_grad: bool) -> None:
@@ -198,8 +89,9 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     Ioffe and Szegedy, "Batch Normalization", ICML 2015 (arXiv:1502.03167), Algorithm 1: in training
     mu = mu_B and sigma^2 = sigma_B^2 are the mini-batch mean and biased variance of each channel, and the
     running statistics are updated in place; in evaluation mu and sigma^2 are ``running_mean`` and
-    ``running_var``. Same signature and results as :func:`torch.nn.functional.batch_norm`; the gradient is the
-    paper's closed form (see :mod:`tricksref.batchnorm`), not autograd through the forward.
+    ``running_var``. Same signature and results as :func:`torch.nn.functional.batch_norm`; in the solutions
+    edition the gradient is the paper's closed form (see :mod:`tricksref.batchnorm`), not autograd through
+    the forward.
 
     .. math::
 
@@ -270,8 +162,7 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
         if x.shape[0] * math.prod(x.shape[2:]) == 1:
             raise ValueError(f"input: Expected more than 1 value per channel when training, got input size "
                              f"{x.shape}")
-    return _BatchNormFunction.apply(x, weight, bias, running_mean, running_var, training, float(momentum),
-                                    float(eps))
+    return _impl.batch_norm(x, running_mean, running_var, weight, bias, training, float(momentum), float(eps))
 
 
 class _BatchNorm(nn.Module):
@@ -383,8 +274,8 @@ _MODULE_ARGS = """Args:
 _MODULE_SUMMARY = """Ioffe and Szegedy 2015, Algorithm 1, per channel:
     ``y = gamma * (x - mu_B) / sqrt(sigma_B^2 + epsilon) + beta`` with the biased batch variance in training,
     which also updates the running mean and the unbiased running variance; in eval mode mu and sigma^2 are the
-    running statistics. The gradient is the paper's closed form; see :func:`batch_norm` and
-    :mod:`tricksref.batchnorm` for it and for the conventions."""
+    running statistics. The gradient is the paper's closed form (solutions edition); see :func:`batch_norm`
+    and :mod:`tricksref.batchnorm` for it and for the conventions."""
 
 
 def _shared_doc(cls):

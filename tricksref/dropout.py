@@ -14,77 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import _edition
 from ._checks import check_float_tensor, check_number
 
 __all__ = ["dropout", "Dropout"]
 
-_INT64_MIN = -(2**63)
-
-
-def _keep_mask(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Boolean keep-mask with x's shape and memory layout, True with probability 1 - p, on x's device.
-
-    Random bits come from ``random_`` over the full int64 range (64 uniform bits per int64), viewed as k-bit
-    signed integers r, uniform on [-2^(k-1), 2^(k-1)). A unit is dropped iff r < T - 2^(k-1) with
-    T = round(p * 2^k), so P(drop) = T / 2^k: exact when p * 256 is an integer (k = 8, one byte per unit:
-    p = 0.5, 0.25, ...), otherwise k = 32 and |P(drop) - p| <= 2^-33 (a float32 uniform draw has a resolution
-    of 2^-24). A bool keep-mask drawn this way is several times faster on CPU than ``bernoulli_`` into a
-    float tensor, which is what ``torch.nn.functional.dropout`` does there (benchmarks/bench_core_ops.py).
-    """
-    n = x.numel()
-    # strides that empty_like gives: x's own when x is dense (channels_last stays channels_last)
-    stride = torch.empty_like(x, dtype=torch.int8, device="meta").stride()
-    if (p * 256).is_integer():
-        bits = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device)
-        bits.random_(_INT64_MIN, None, generator=generator)
-        # int8 0/1 written in place, then reinterpreted as bool: no second buffer
-        keep = bits.view(torch.int8)[:n].ge_(int(p * 256) - 128).view(torch.bool)
-    else:
-        bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=x.device)
-        bits.random_(_INT64_MIN, None, generator=generator)
-        threshold = round(p * 2**32) - 2**31
-        if threshold > 2**31 - 1:  # p within 2^-33 of 1: every unit dropped
-            keep = torch.zeros(n, dtype=torch.bool, device=x.device)
-        else:
-            keep = torch.ge(bits.view(torch.int32)[:n], threshold)
-    return keep.as_strided(x.shape, stride)
-
-
-def _apply_mask(t: torch.Tensor, keep: torch.Tensor, scale: float, out: torch.Tensor | None = None):
-    # t * keep * scale in one pass once keep is in t's dtype: a bool operand would make TensorIterator cast
-    # element by element (several times slower on CPU), and torch.where / masked_fill are slower still.
-    m = keep.to(t.dtype)
-    return torch.addcmul(t.new_zeros(()), t, m, value=scale, out=out)
-
-
-class _DropoutFunction(torch.autograd.Function):
-    """y = x * m / (1 - p); dy/dx = m / (1 - p). Saves the bool mask (1 byte per unit), not a float copy."""
-
-    @staticmethod
-    def forward(ctx, x, p, generator, inplace):
-        if p == 1.0:
-            ctx.all_dropped = True
-            if inplace:
-                ctx.mark_dirty(x)
-                return x.zero_()
-            return torch.zeros_like(x)
-        ctx.all_dropped = False
-        ctx.scale = 1.0 / (1.0 - p)
-        keep = _keep_mask(x, p, generator)
-        ctx.save_for_backward(keep)
-        if inplace:
-            ctx.mark_dirty(x)
-            return _apply_mask(x, keep, ctx.scale, out=x)
-        return _apply_mask(x, keep, ctx.scale)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if ctx.all_dropped:
-            # 0 rather than grad * m * inf: p = 1 must give zero gradients, not NaN
-            return torch.zeros_like(grad), None, None, None
-        (keep,) = ctx.saved_tensors
-        # plain differentiable ops on grad, so double backward works too
-        return _apply_mask(grad, keep, ctx.scale), None, None, None
+_impl = _edition.implementation("dropout")
 
 
 def _check_args(p, generator):
@@ -94,8 +29,8 @@ def _check_args(p, generator):
     return p
 
 
-def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None,
-            *, inplace: bool = False) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *,
+            generator: torch.Generator | None = None) -> torch.Tensor:
     r"""Inverted dropout: zero each unit with probability p and scale the kept ones by 1 / (1 - p).
 
     Paper: Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from Overfitting", JMLR 2014.
@@ -113,8 +48,16 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, generator: t
           and returns NaN there). Otherwise a dropped inf or NaN becomes NaN, as in PyTorch (``x * 0``).
         - The mask is drawn in x's memory order, so the same seed gives a different mask for a
           channels_last tensor than for a contiguous one; the output keeps x's memory format.
-        - P(drop) is exactly p when p * 256 is an integer (p = 0.5, 0.25, ...), otherwise within 2^-33 of p.
-        - The backward saves the boolean mask only and computes ``grad * m / (1 - p)``.
+        - The same positional arguments as ``torch.nn.functional.dropout`` (``x, p, training, inplace``);
+          ``generator`` is keyword only.
+        - The random stream is the edition's (:mod:`tricksref._edition`): the same generator state gives the
+          same mask within an edition, and the generator advances, but the two editions (and torch) draw
+          different masks. In the solutions edition P(drop) is exactly p when p * 256 is an integer (p = 0.5,
+          0.25, ...), otherwise within 2^-33 of p; the mask is the same on every device and with or without
+          the C kernel, except under torch.func transforms and torch.compile, which draw it with
+          ``torch.bernoulli`` (vmap then follows its ``randomness`` argument).
+        - Derivatives: the backward (``grad * m / (1 - p)``, saving the boolean mask only) is itself
+          differentiable, so second derivatives, forward-mode AD and the torch.func transforms work.
 
     Args:
         x: input tensor of any shape, floating point, on any device.
@@ -141,9 +84,11 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, generator: t
     if generator is not None and generator.device.type != x.device.type:
         raise ValueError(f"generator: expected a generator on x's device ({x.device.type}), "
                          f"got one on {generator.device.type}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"inplace: expected a bool, got {type(inplace).__name__} {inplace!r}")
     if not training or p == 0.0 or x.numel() == 0:
         return x
-    return _DropoutFunction.apply(x, p, generator, bool(inplace))
+    return _impl.dropout(x, p, generator, inplace)
 
 
 class Dropout(nn.Module):
@@ -181,7 +126,7 @@ class Dropout(nn.Module):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training, self.generator, inplace=self.inplace)
+        return dropout(x, self.p, self.training, self.inplace, generator=self.generator)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

@@ -1,25 +1,25 @@
 """Local response normalization (LRN), inter-channel and intra-channel (Krizhevsky et al., 2012).
 
 Each activation is divided by the energy of its neighbours, across channels (inter) or across positions in the
-same channel (intra); see :func:`local_response_norm` for the formulas and the conventions. All four variants
-are one computation, ``b = a * (k + alpha' * window_sum(a^2))^-beta`` with a zero-padded box window, done with
-shifted slices and a closed-form backward. For an n-tap inter window and beta = 0.75 that is n + 4 elementwise
-passes forward and n + 3 backward, several times faster on the CPU than autograd through
-``torch.nn.functional.local_response_norm`` (``benchmarks/bench_lrn.py`` measures it).
+same channel (intra); see :func:`local_response_norm` for the formulas and the conventions. This module checks
+the arguments; the computation is the edition's (:mod:`tricksref._edition`): from scratch with a closed-form
+backward in the solutions edition, through ``torch.nn.functional.local_response_norm`` in the student one.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
+from . import _edition
 from ._checks import check_choice, check_float_tensor, check_min_dim, check_number
 
 __all__ = ["local_response_norm", "LocalResponseNorm"]
 
 MODES = ("inter", "intra")
 CONVENTIONS = ("torch", "alexnet")
+
+_impl = _edition.implementation("lrn")
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
@@ -67,11 +67,10 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
       the paper's window is then ``n + 1`` wide and symmetric, while torch's ``size = n`` is lopsided.
     - Clipping the window at the border (the lecture) and zero padding (torch) give the same sum.
 
-    The backward is written out, not traced: with ``g = dL/db`` and ``W(i)`` the window of ``i``,
-    ``dL/da_m = g_m s_m^-beta - 2 alpha' beta a_m sum_{i: m in W(i)} g_i a_i s_i^(-beta-1)``; the ``i`` whose
-    window holds ``m`` form the mirrored window (it matters for even ``n`` in the torch convention). Second
-    derivatives are not implemented (an error, not a wrong value). float16 and bfloat16 inputs are computed
-    in float32 and the result is rounded back.
+    Derivatives: first and second derivatives (``create_graph=True``, gradient penalties), forward-mode AD
+    (``torch.func.jvp``) and the torch.func transforms (``vmap``, ``grad``) give torch's values; the solutions
+    edition's backward is the closed form (see :mod:`tricksref.scratch.lrn`). float16 and bfloat16 inputs are
+    computed in float32 and the result is rounded back.
 
     Args:
         x: the activations ``a``, a floating-point tensor of shape (N, C, *) with at least one dim after C.
@@ -102,16 +101,10 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, beta: f
     _check_params(size, alpha, beta, k)
     check_min_dim(x, 3, "x", "(N, C, *)")
 
-    before, after = (size // 2, (size - 1) // 2) if convention == "torch" else (size // 2, size // 2)
-    dims = (1,) if mode == "inter" else tuple(range(2, x.dim()))
-    if convention == "torch":
-        alpha = alpha / size ** len(dims)
-    windows = tuple((d, before, after) for d in dims)
-
     if x.dtype in (torch.float16, torch.bfloat16):
         # Squares overflow float16 from |a| = 256 on, and a sum of rounded squares loses bits: use float32.
-        return _LRN.apply(x.float(), windows, float(alpha), float(beta), float(k)).to(x.dtype)
-    return _LRN.apply(x, windows, float(alpha), float(beta), float(k))
+        return _impl.local_response_norm(x.float(), size, alpha, beta, k, mode, convention).to(x.dtype)
+    return _impl.local_response_norm(x, size, alpha, beta, k, mode, convention)
 
 
 class LocalResponseNorm(nn.Module):
@@ -164,62 +157,3 @@ def _check_params(size, alpha, beta, k) -> None:
     check_number(alpha, "alpha")
     check_number(beta, "beta")
     check_number(k, "k")
-
-
-class _LRN(torch.autograd.Function):
-    """``b = a * s^-beta`` with ``s = k + alpha * window_sum(a^2)``, and the closed-form backward.
-
-    The forward allocates three full-size tensors (torch's seven) and keeps two for the backward, ``s`` and
-    ``s^-beta``, beside the input itself (torch's keeps three: the padded squares, ``s`` and ``s^beta``).
-    """
-
-    @staticmethod
-    def forward(ctx, a, windows, alpha, beta, k):
-        s = _window_sum(a, a, windows, alpha, k)
-        scale = _pow_neg(s, beta)
-        if not ctx.needs_input_grad[0]:
-            return scale.mul_(a)  # no backward to come: the output takes scale's buffer
-        ctx.save_for_backward(a, s, scale)
-        ctx.windows, ctx.alpha, ctx.beta = windows, alpha, beta
-        return a * scale
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        a, s, scale = ctx.saved_tensors
-        t = g * scale  # g_m s_m^-beta
-        mirrored = tuple((d, after, before) for d, before, after in ctx.windows)  # the i with m in W(i)
-        v = _window_sum(t, a / s, mirrored, -2.0 * ctx.alpha * ctx.beta)  # sum g_i a_i s_i^(-beta-1), scaled
-        return t.addcmul_(a, v), None, None, None, None
-
-
-def _window_sum(p: torch.Tensor, q: torch.Tensor, windows, alpha: float, k: float = 0.0) -> torch.Tensor:
-    """``k + alpha * sum_{window} p * q`` with zeros outside the tensor, in a new tensor.
-
-    ``windows`` holds ``(dim, before, after)``: along ``dim``, index ``i`` sums ``i - before .. i + after``.
-    A box is separable, so it is summed one dim at a time. Each tap is one ``addcmul_`` of two shifted slices:
-    no squared temporary, no padded copy, and a direct sum, which stays accurate in float32 where a running
-    (cumulative) sum would cancel.
-    """
-    for i, (d, before, after) in enumerate(windows):
-        c, k_i = (alpha, k) if i == len(windows) - 1 else (1.0, 0.0)
-        out = torch.addcmul(p.new_full((), k_i), p, q, value=c)  # the centre tap, with k
-        n = p.shape[d]
-        for j in range(1, min(before, n - 1) + 1):  # out[i] += c * p[i - j] * q[i - j]
-            out.narrow(d, j, n - j).addcmul_(p.narrow(d, 0, n - j), q.narrow(d, 0, n - j), value=c)
-        for j in range(1, min(after, n - 1) + 1):  # out[i] += c * p[i + j] * q[i + j]
-            out.narrow(d, 0, n - j).addcmul_(p.narrow(d, j, n - j), q.narrow(d, j, n - j), value=c)
-        p, q = out, out.new_ones(()).expand_as(out)  # the next dim sums these partial sums
-    return out
-
-
-def _pow_neg(s: torch.Tensor, beta: float) -> torch.Tensor:
-    """``s^-beta`` in a new tensor. On CPU, ``pow`` with a fractional exponent costs as much as eight plain
-    passes over the tensor, so the usual exponents take roots and the others ``exp(-beta * log s)``."""
-    if s.device.type != "cpu" or float(beta).is_integer():
-        return s.pow(-beta)  # integer powers of a negative s (k < 0) stay real, as in torch
-    if beta == 0.75:
-        return s.sqrt().rsqrt_().pow_(3)  # (s^-1/4)^3, where s * sqrt(s) would overflow first
-    if beta == 0.5:
-        return s.rsqrt()
-    return s.log().mul_(-beta).exp_()

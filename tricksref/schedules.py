@@ -8,8 +8,10 @@ with two-loop (stagewise) SGD, a step size eta_s for each stage s = 1..S of T st
 
     for s = 1..S:  for t = 1..T:  w_{t+1} = w_t - eta_s G_t,
 
-where G_t is a stochastic gradient at w_t. ``sgd`` and ``stagewise_sgd`` are those two algorithms written out
-on a tensor. The schedulers below drive a ``torch.optim`` optimizer instead; each is a subclass of
+where G_t is a stochastic gradient at w_t. ``sgd`` and ``stagewise_sgd`` are those two algorithms on a tensor,
+computed by the edition's code (:mod:`tricksref._edition`): the two loops written out in the solutions
+edition, ``torch.optim.SGD`` driven by ``StagewiseLR`` in the student one (the same iterates up to float
+rounding). The schedulers below drive a ``torch.optim`` optimizer instead; each is a subclass of
 ``torch.optim.lr_scheduler.LRScheduler`` with a closed form for the learning rate at step t, so stepping it,
 jumping to a step, and ``state_dict``/``load_state_dict`` all agree:
 
@@ -36,11 +38,14 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from . import _edition
 from ._checks import check_float_tensor, check_number
 
 __all__ = [
     "sgd", "stagewise_sgd", "StagewiseLR", "LinearWarmupLR", "CosineLR", "SGDR", "scaled_lr",
 ]
+
+_impl = _edition.implementation("schedules")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,12 +148,7 @@ def sgd(w0: torch.Tensor, grad_fn: Callable[[torch.Tensor, int], torch.Tensor], 
     _check_sgd_inputs(w0, grad_fn)
     eta = _positive_lr(lr, "lr")
     T = _positive_int(iters, "iters")
-    w = w0.detach().clone()  # so that neither we nor grad_fn can touch w0
-    iterates = []
-    for t in range(T):
-        w = w - eta * _check_grad(grad_fn(w, t), w, t).detach()
-        iterates.append(w)
-    return iterates
+    return _impl.stagewise_sgd(w0, grad_fn, [eta], [T], _check_grad)  # one stage
 
 
 def stagewise_sgd(w0: torch.Tensor, grad_fn: Callable[[torch.Tensor, int], torch.Tensor],
@@ -187,24 +187,16 @@ def stagewise_sgd(w0: torch.Tensor, grad_fn: Callable[[torch.Tensor, int], torch
 
     Examples::
 
-        >>> w0 = torch.tensor([1.0])
-        >>> ws = stagewise_sgd(w0, lambda w, step: w, stage_lrs=[0.5, 0.25], iters_per_stage=2)
-        >>> [w.item() for w in ws]   # (1 - 0.5)^2 then (1 - 0.25)^2 on f(w) = w^2 / 2
-        [0.5, 0.25, 0.1875, 0.140625]
+        >>> w0 = torch.tensor([4.0, -2.0])
+        >>> grad = lambda w, step: 2 * (w - torch.tensor([1.0, 1.0]))   # f(w) = ||w - (1, 1)||^2
+        >>> ws = stagewise_sgd(w0, grad, stage_lrs=[0.25, 0.125], iters_per_stage=[1, 2])
+        >>> [w.tolist() for w in ws]   # w - (1, 1) halves in stage 1, then shrinks by 3/4 per step
+        [[2.5, -0.5], [2.125, -0.125], [1.84375, 0.15625]]
     """
     _check_sgd_inputs(w0, grad_fn)
     etas = _stage_lrs(stage_lrs)
     Ts = _iters_per_stage(iters_per_stage, len(etas))
-    w = w0.detach().clone()  # so that neither we nor grad_fn can touch w0
-    iterates = []
-    step = 0
-    for eta_s, T in zip(etas, Ts, strict=True):  # for s = 1..S
-        for _ in range(T):          # for t = 1..T
-            G_t = _check_grad(grad_fn(w, step), w, step).detach()
-            w = w - eta_s * G_t
-            iterates.append(w)
-            step += 1
-    return iterates
+    return _impl.stagewise_sgd(w0, grad_fn, etas, Ts, _check_grad)
 
 
 # ----------------------------------------------------------------------------------------------------
