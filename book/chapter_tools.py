@@ -90,3 +90,23 @@ def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
     if len(a) != len(b):
         raise ValueError(f"a, b: expected runs paired by seed (the same length), got {len(a)} and {len(b)}")
     return [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """Store ``value`` for the page's ``{glue:text}`name``` roles: what ``myst_nb.glue`` writes.
+
+    The same output as ``myst_nb.glue(name, value, display)``, without importing ``myst_nb``: its import
+    pulls in nbformat and jsonschema, about a second of every chapter's execution. NumPy and 0-d torch
+    scalars are stored as Python numbers, so that a format spec (``name:.1f``) applies to them
+    (``np.float64(0.5)``, their text form, is not a number to the role). ``tests/test_chapter_glue.py``
+    checks that the two functions write the same output.
+    """
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display as ipy_display
+
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    bundle, metadata = format_display_data(value)
+    prefix = "" if display else "application/papermill.record/"
+    metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
+    ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
