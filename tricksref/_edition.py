@@ -10,8 +10,11 @@ other value is an error. Read once, when tricksref is imported. :data:`EDITION` 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 from types import ModuleType
+
+_PACKAGE_PATH = [os.path.dirname(os.path.abspath(__file__))]  # this copy of tricksref's folder
 
 __all__ = ["ENV_EDITION", "EDITION", "implementation"]
 
@@ -25,15 +28,14 @@ def _choose() -> str:
                          f"{os.environ[ENV_EDITION]!r}")
     if wanted == "student":
         return "student"
-    try:
-        importlib.import_module("tricksref.scratch")
-    except ModuleNotFoundError as err:
-        if err.name != "tricksref.scratch":  # something scratch itself needs is missing: say so
-            raise
+    # looked for in this package's own folder only: an editable install's finder would find the
+    # repository's scratch/ for a copy of tricksref that has none
+    if importlib.machinery.PathFinder.find_spec("tricksref.scratch", _PACKAGE_PATH) is None:
         if wanted == "solutions":
             raise ImportError(f"{ENV_EDITION}=solutions: this copy of tricksref has no tricksref/scratch "
-                              f"(it is the student edition)") from err
+                              f"(it is the student edition)")
         return "student"
+    importlib.import_module("tricksref.scratch")
     return "solutions"
 
 

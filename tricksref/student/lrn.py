@@ -6,7 +6,8 @@
 - intra (both conventions): torch has no operator that sums over positions, so each position's
   neighbourhood is gathered (zero padding, then ``Tensor.unfold`` along every spatial dim) into a
   "channel" axis of T neighbours, and the operator, with a window of 2T + 1 channels centred on the
-  position's own entry, sums across all of them; alpha is scaled back by that window size.
+  position's own entry, sums across all of them; alpha is scaled back by that window size. The output keeps
+  a channels_last input's layout; its gradient comes back contiguous (the solutions edition keeps it).
 """
 
 from __future__ import annotations
