@@ -10,24 +10,33 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import shutil
 import struct
 import zlib
 from pathlib import Path
 
+import nbformat
 import pytest
+import yaml
 from site_helpers import (
     HTML_DIR,
     ROOT,
     SCREENSHOT_DIR,
+    answer_cells,
     build_book,
+    build_edition,
     check_page,
     chromium,
     crawl_navigation,
     full_page_screenshot,
+    give_away_lines,
+    header_links,
+    launch_target,
     log_tail,
     serve,
     toc_pages,
+    where_lines_are,
 )
 
 # the first test to ask for built_site pays for the build: a cold one executes every chapter (< 10 min)
@@ -38,26 +47,42 @@ TOC_PAGES = toc_pages()
 EXTRA_PAGES = ["genindex.html", "search.html"]
 #: the chapters whose screenshots a person looks at before a release
 SCREENSHOT_PAGES = ["book/intro.html", "book/lrn.html"]
+SOLUTIONS_DIR = ROOT / "_build" / "solutions" / "html"
 
 
 # ---------------------------------------------------------------------------------------------------------
 # fixtures
 
 
-@pytest.fixture(scope="session")
-def built_site() -> Path:
-    """Build the book with `make site`'s command; fail with the log's tail if the build fails."""
+def _locked_build(log_name: str, build) -> None:
+    """Run ``build(log_path)``, one build at a time in this tree (pytest-xdist workers, or a colleague's run
+    of this file); fail with the log's tail if it fails."""
     build_dir = ROOT / "_build"
     build_dir.mkdir(exist_ok=True)
-    log_path = build_dir / "site-build.log"
-    # one build at a time in this tree (pytest-xdist workers, or a colleague's run of this file)
+    log_path = build_dir / log_name
     with open(build_dir / ".site-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        proc = build_book(ROOT, log_path)
+        proc = build(log_path)
     if proc.returncode != 0:
         pytest.fail(f"the site build failed (exit {proc.returncode}); the end of {log_path}:\n"
                     f"{log_tail(log_path)}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def built_site() -> Path:
+    """Build the book's student edition with `make site`'s command."""
+    _locked_build("site-build.log", lambda log: build_book(ROOT, log))
     return HTML_DIR
+
+
+@pytest.fixture(scope="session")
+def solutions_site(built_site) -> Path:
+    """The solutions edition, as `make site-solutions` builds it, after the student edition: it executes
+    nothing, every chapter comes from the execution cache the student build filled."""
+    _locked_build("site-solutions-build.log", lambda log: build_edition(ROOT, log, "solutions"))
+    log = (ROOT / "_build" / "site-solutions-build.log").read_text(errors="replace")
+    assert "Executed notebook in" not in log, "the solutions edition executed a chapter the cache should hold"
+    return SOLUTIONS_DIR
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +94,12 @@ def browser():
 @pytest.fixture(scope="session")
 def site_url(built_site):
     with serve(built_site) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def solutions_url(solutions_site):
+    with serve(solutions_site) as url:
         yield url
 
 
@@ -178,6 +209,88 @@ def test_site_screenshots(site_url, browser, built_site):
         full_page_screenshot(browser, path)
         width, height = struct.unpack(">II", path.read_bytes()[16:24])
         assert width >= 1000 and height >= 600, (path, width, height)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the two editions: the student site shows no answer, the solutions site shows them all
+
+
+def _tagged_answers():
+    """The cells the chapters' sources tag ``answer-<assignment>`` and the lines that give each away."""
+    answers, others = answer_cells()
+    if not answers:
+        pytest.skip("no chapter tags a cell answer-<assignment> yet (test_site_editions.py covers the "
+                    "mechanism on a small book)")
+    lines = give_away_lines(answers, others)
+    for answer in answers:
+        assert any(owner == answer for owner in lines.values()), \
+            f"an answer-{answer.assignment} cell of {answer.chapter} has no line the check can look for " \
+            f"(16+ characters, found in no other cell): {answer.source[:200]!r}"
+    return answers, lines
+
+
+def _pointers(page: Path, assignment: str) -> int:
+    return sum({"course-answer", f"course-answer-{assignment}"} <= set(c.split())
+               for c in re.findall(r'class="([^"]*)"', page.read_text(errors="replace")))
+
+
+def test_site_editions_are_marked(built_site, solutions_site):
+    assert (built_site / "EDITION").read_text() == "student"
+    assert (solutions_site / "EDITION").read_text() == "solutions"
+
+
+def test_site_student_edition_shows_no_answer(built_site):
+    """No line of a tagged cell in any file of the student site (pages, _sources, notebooks, the search
+    index), and a pointer to the exercise on the page for each tagged cell."""
+    answers, lines = _tagged_answers()
+    leaks = {line: files for line, files in where_lines_are(built_site, lines).items() if files}
+    assert not leaks, "the student site shows answers:\n" + "\n".join(
+        f"  {lines[line].chapter} answer-{lines[line].assignment}: {line!r} in {files[:4]}"
+        for line, files in leaks.items())
+    for chapter, assignment in {(a.chapter, a.assignment) for a in answers}:
+        tagged = sum(a.chapter == chapter and a.assignment == assignment for a in answers)
+        assert _pointers(built_site / chapter, assignment) == tagged, (chapter, assignment)
+
+
+def test_site_solutions_edition_shows_every_answer(solutions_site):
+    answers, lines = _tagged_answers()
+    where = where_lines_are(solutions_site, lines)
+    for line, answer in lines.items():
+        assert {answer.chapter, f"_sources/{answer.chapter[:-len('.html')]}.ipynb"} <= set(where[line]), \
+            (answer.chapter, line, where[line])
+    for chapter in {a.chapter for a in answers}:
+        assert "course-answer" not in (solutions_site / chapter).read_text()
+
+
+NOTEBOOK_PAGES = [p for p in TOC_PAGES if (ROOT / p).with_suffix(".md").read_text().startswith("---")]
+
+
+@pytest.mark.parametrize("edition", ["student", "solutions"])
+def test_site_launch_and_download_links_resolve(edition, request):
+    """Every chapter's Binder, JupyterHub and Colab links open <path_to_book>/<chapter>.ipynb on the published
+    branch, which is the site itself: a notebook of this build; the download links are files of the build."""
+    site = request.getfixturevalue("built_site" if edition == "student" else "solutions_site")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    assert config["branch"] not in ("main", "master"), "launch links must never open the source branch"
+    assert NOTEBOOK_PAGES, "no chapter is a notebook"
+    for page in NOTEBOOK_PAGES:
+        links = header_links(site / page)
+        for kind in ("binder", "jupyterhub", "colab"):
+            assert len(links[kind]) == 1, (page, kind, links[kind])
+            branch, path = launch_target(links[kind][0], config["url"])
+            assert branch == config["branch"] and path == f"{config['path_to_book']}/{page[:-5]}.ipynb", \
+                (page, links[kind][0])
+            nbformat.validate(nbformat.read(site / path, as_version=4))
+        downloads = {(site / page).parent.joinpath(h).resolve() for h in links["download"]}
+        assert {p.suffix for p in downloads} == {".ipynb", ".md"}, (page, links["download"])
+        assert all(p.is_file() and site.resolve() in p.parents for p in downloads), (page, downloads)
+
+
+@pytest.mark.parametrize("page", TOC_PAGES + EXTRA_PAGES)
+def test_site_solutions_page_works_offline(solutions_url, browser, solutions_site, page):
+    """The solutions edition works in the browser as well (a second of Chromium a page)."""
+    problems = check_page(browser, solutions_url, page, solutions_site)
+    assert not problems, f"{page}:\n" + "\n".join(map(str, problems))
 
 
 # ---------------------------------------------------------------------------------------------------------
