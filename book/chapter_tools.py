@@ -110,3 +110,23 @@ def glue(name: str, value, display: bool = False) -> None:
     prefix = "" if display else "application/papermill.record/"
     metadata["scrapbook"] = {"name": name, "mime_prefix": prefix}
     ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float],
+                    level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of the paired differences ``a[i] - b[i]`` and its two-sided Student-t interval at ``level``.
+
+    ``(mean, low, high)`` with ``mean -+ t_{(1+level)/2, n-1} * sd / sqrt(n)``, sd the sample standard
+    deviation (ddof = 1) of the n differences: an interval that excludes 0 is what a chapter may call a
+    difference "beyond the noise" of its seeds.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a value in (0, 1), got {level!r}")
+    d = paired_differences(a, b)
+    if len(d) < 2:
+        raise ValueError(f"a, b: expected at least two paired runs for an interval, got {len(d)}")
+    from scipy.special import stdtrit  # the t quantile; scipy.stats would cost a second to import
+
+    m, s = mean_sd(d)
+    half = float(stdtrit(len(d) - 1, (1 + level) / 2)) * s / len(d) ** 0.5
+    return m, m - half, m + half
