@@ -22,240 +22,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import sys
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-__all__ = ["main", "NotebookResult", "Grader"]
+from .grading import Grader, grade_in_order
+from .report import csv_cell, emit, human, progress
 
-
-@dataclasses.dataclass
-class NotebookResult:
-    """One graded notebook. ``to_json()`` gives exactly DESIGN.md's keys (plus ``output`` when asked)."""
-
-    notebook: str
-    assignment: str | None
-    score: float
-    max_score: float
-    tests: list[dict]
-    error: str | None
-    output: str = ""               #: the student's captured stdout+stderr (cut, escaped)
-    seconds: float = 0.0
-    internal_error: bool = False   #: the grader itself failed (not the student's fault)
-
-    def to_json(self, with_output: bool = False) -> dict[str, Any]:
-        d = {"notebook": self.notebook, "assignment": self.assignment, "score": self.score,
-             "max_score": self.max_score, "tests": self.tests, "error": self.error}
-        if with_output:
-            d["output"] = self.output
-        return d
-
-
-class _Unreadable:
-    """A submission whose every probe fails with the same message (unreadable notebook, no graded cells)."""
-
-    def __init__(self, kind: str, message: str):
-        self.kind, self.message = kind, message
-
-    def run(self, probe: str, /, **inputs):
-        from .submission import StudentError
-        raise StudentError(self.kind, self.message)
-
-    def close(self):
-        pass
-
-
-def _join(parts: Iterable[str | None]) -> str | None:
-    parts = [p for p in parts if p]
-    return "; ".join(parts) if parts else None
-
-
-class Grader:
-    """Grades notebooks with one fork server; thread-safe (``--jobs`` threads share it).
-
-    Args:
-        suites: the suite runner, ``grader.suite`` by default (tests pass a module-like object with
-            ``ASSIGNMENTS``, ``max_score(a)``, ``run_suite(a, sub)`` and optionally ``prepare(a)``).
-        limits: ``grader.sandbox.Limits`` for every submission.
-        server: a started ``ForkServer`` (default: one is started now, and closed by ``close``).
-        keep_output: keep each student's captured output in the result (waits for the sandbox to end).
-    """
-
-    def __init__(self, *, suites=None, limits=None, server=None, isolation: str = "auto",
-                 extra_probes: dict[str, str] | None = None, keep_output: bool = False):
-        from .sandbox import ForkServer, Limits
-        # the fork server first: it imports torch in its own process while this one imports the suites
-        self._own_server = server is None
-        self.server = server or ForkServer(isolation=isolation, extra_probes=extra_probes)
-        if suites is None:
-            from . import suite as suites
-        self.suites = suites
-        self.limits = limits or Limits()
-        self.keep_output = keep_output
-        self._prepared: set[str] = set()
-
-    def prepare(self, assignments: Iterable[str]) -> None:
-        """Draw each suite's cases and references once, before the worker threads start."""
-        for a in assignments:
-            if a in self.suites.ASSIGNMENTS and a not in self._prepared:
-                if callable(getattr(self.suites, "prepare", None)):
-                    self.suites.prepare(a)
-                self._prepared.add(a)
-        self.server.ready()
-
-    def assignment_for(self, path: str, hint: str | None = None) -> str | None:
-        from .notebook import NotebookError, assignment_of, read
-        if hint:
-            return hint
-        try:
-            nb = read(path)
-        except NotebookError:
-            nb = None
-        return assignment_of(nb, path, self.suites.ASSIGNMENTS)
-
-    def grade(self, path: str, assignment: str | None = None, *, label: str | None = None) -> NotebookResult:
-        """Grade one notebook; never raises (a grader failure is reported in the result)."""
-        t0 = time.monotonic()
-        label = label if label is not None else str(path)
-        try:
-            result = self._grade(path, assignment, label)
-        except Exception as exc:  # noqa: BLE001 - our bug: report it, keep grading the class
-            result = NotebookResult(label, assignment, 0.0, 0.0, [], f"internal grader error (not the "
-                                    f"student's fault): {type(exc).__name__}: {exc}", internal_error=True)
-        result.seconds = time.monotonic() - t0
-        return result
-
-    def _grade(self, path: str, assignment: str | None, label: str) -> NotebookResult:
-        from .notebook import NotebookError, assignment_of, graded_cells, read
-        from .sandbox import escape_output
-        problem = None
-        nb = None
-        try:
-            nb = read(path)
-        except NotebookError as exc:
-            problem = str(exc)
-        known = self.suites.ASSIGNMENTS
-        if assignment is None:
-            assignment = assignment_of(nb, path, known)
-        if assignment not in known:
-            named = assignment_of(nb, path)
-            return NotebookResult(label, named, 0.0, 0.0, [], _join([problem, (
-                f"cannot tell which assignment this notebook is: name it after one of "
-                f"{', '.join(known)} (e.g. {known[0]}.ipynb), or pass --assignment")]))
-        self.prepare([assignment])
-        max_score = float(self.suites.max_score(assignment))
-        cells = graded_cells(nb) if nb is not None else []
-        if problem is None and not cells:
-            problem = ("the notebook has no graded cells (no nbgrader solution cells): submit the "
-                       "assignment's notebook with its cell metadata intact")
-        notes: list[str | None] = []
-        output = ""
-        if problem is not None:
-            sub = _Unreadable("syntax", problem)
-            results = self.suites.run_suite(assignment, sub)
-            notes.append(problem)
-        else:
-            sub = self.server.open(assignment, cells, self.limits)
-            try:
-                results = self.suites.run_suite(assignment, sub)
-            finally:
-                sub.close()
-            if sub.load_errors:
-                notes.append("; ".join(escape_output(e) for e in sub.load_errors))
-            if sub.fatal is not None:
-                notes.append(escape_output(sub.fatal.message))
-            notes.extend(self._scan(assignment, cells))
-            if self.keep_output:
-                output = sub.output
-        tests = [r.to_json() for r in results]
-        score = round(sum(float(t["points"]) for t in tests), 3)
-        return NotebookResult(label, assignment, score, max_score, tests, _join(notes), output=output)
-
-    @staticmethod
-    def _scan(assignment: str, cells) -> list[str]:
-        try:
-            from .guards import scan
-        except ImportError:
-            return []
-        source = "\n".join(src for _, src in cells)
-        try:
-            found = scan(assignment, source)
-        except Exception:  # noqa: BLE001 - the static scan is advice, never a reason to fail grading
-            return []
-        return [f"off-limits: {f}" for f in found[:5]]
-
-    def close(self) -> None:
-        if self._own_server:
-            self.server.close()
-
-
-def grade_in_order(items: list, work: Callable[[Any], NotebookResult], jobs: int) -> Iterator[NotebookResult]:
-    """Run ``work`` on ``items`` with ``jobs`` threads; yield the results in the items' order."""
-    if jobs <= 1:
-        for it in items:
-            yield work(it)
-        return
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="grader") as pool:
-        pending: deque = deque()
-        it = iter(items)
-        for x in it:  # a small window: memory stays flat over a class of thousands
-            pending.append(pool.submit(work, x))
-            if len(pending) >= 2 * jobs:
-                break
-        while pending:
-            yield pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
-
-
-def _human(r: NotebookResult, with_output: bool) -> str:
-    from .sandbox import escape_output
-    lines = [f"{r.notebook}: {r.assignment or '?'} {r.score:g}/{r.max_score:g}"]
-    for t in r.tests:
-        if not t["passed"]:
-            msg = escape_output(str(t["message"])).replace("\n", "\n      ")
-            lines.append(f"  {float(t['points']):g}/{float(t['max_points']):g} {t['name']}: {msg}")
-    if r.error:
-        lines.append("  error: " + escape_output(r.error).replace("\n", "\n      "))
-    if with_output and r.output:
-        lines.append("  student output:\n    | " + r.output.replace("\n", "\n    | "))
-    return "\n".join(lines)
-
-
-_CSV_FIELDS = ["notebook", "assignment", "score", "max_score", "error"]
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    import shutil
-    # a terminal may report 0 columns and rows (a pty that nobody sized: script, some CI runners); tqdm's own
-    # probe then gives -1 rows and draws nothing, so the size comes from shutil, which falls back to 100x24
-    cols, rows = shutil.get_terminal_size((100, 24))
-    return tqdm(total=total, file=sys.stderr, unit="nb", ncols=min(max(cols, 40), 120), nrows=max(rows, 2),
-                desc="grading")
-
-
-def emit(out, line: str, bar=None) -> None:
-    """Write one result line to ``out``; with a progress bar on the terminal, clear the bar first and draw it
-    again below the line, so that lines and bar never run into each other."""
-    if bar is None:
-        out.write(line + "\n")
-        out.flush()
-        return
-    with bar.external_write_mode(file=out):
-        out.write(line + "\n")
-        out.flush()
+__all__ = ["main", "build_parser"]
 
 
 def _limits_from(args):
@@ -267,6 +40,9 @@ def _limits_from(args):
     return Limits(**kw)
 
 
+_CSV_FIELDS = ["notebook", "assignment", "score", "max_score", "error"]
+
+
 def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -> int:
     out = out or sys.stdout
     if bool(args.notebooks) == bool(args.course):
@@ -276,6 +52,11 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -
         print("grade: --jobs must be at least 1", file=sys.stderr)
         return 2
     show_bar = not args.quiet and sys.stderr.isatty() and not (args.json and not out.isatty())
+    if args.isolation == "none" and not args.allow_unisolated:
+        print("grade: --isolation none runs students' code with your rights (it can read your files and the "
+              "hidden tests, and use the network); add --allow-unisolated if you really mean it",
+              file=sys.stderr)
+        return 2
     try:
         limits = _limits_from(args)
     except ValueError as exc:
@@ -285,24 +66,33 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -
         from .gradebook import grade_course
         return grade_course(args, limits=limits, suites=suites, extra_probes=extra_probes, out=out,
                             show_bar=show_bar, server=server)
-    grader = Grader(suites=suites, limits=limits, isolation=args.isolation, extra_probes=extra_probes,
-                    server=server, keep_output=args.with_output)
+    paths = [str(p) for p in args.notebooks]
+    try:
+        grader = Grader(suites=suites, limits=limits, isolation=args.isolation, extra_probes=extra_probes,
+                        server=server, keep_output=args.with_output)
+        grader.prepare({a for p in paths if (a := grader.assignment_for(p, args.assignment))})
+    except RuntimeError as exc:  # the sandbox cannot start here: nothing was graded
+        print(f"grade: {exc}", file=sys.stderr)
+        return 1
     failed = False
     csv_file = writer = None
     try:
-        paths = [str(p) for p in args.notebooks]
-        grader.prepare({a for p in paths if (a := grader.assignment_for(p, args.assignment))})
+        if grader.server.mode == "none":
+            print("grade: WARNING: students' code runs without namespace isolation (--isolation none)",
+                  file=sys.stderr)
         if args.csv:
             csv_file = open(args.csv, "w", newline="")
             writer = csv.DictWriter(csv_file, fieldnames=_CSV_FIELDS)
             writer.writeheader()
-        bar = _progress(len(paths), show_bar)
+        bar = progress(len(paths), show_bar)
         for r in grade_in_order(paths, lambda p: grader.grade(p, args.assignment), args.jobs):
-            failed |= r.internal_error
-            line = json.dumps(r.to_json(args.with_output)) if args.json else _human(r, args.with_output)
+            if r.internal_error:
+                failed = True
+                print(f"grade: {r.notebook}: {r.error} (not scored; grade it again)", file=sys.stderr)
+            line = json.dumps(r.to_json(args.with_output)) if args.json else human(r, args.with_output)
             emit(out, line, bar)
             if writer:
-                writer.writerow({k: r.to_json()[k] for k in _CSV_FIELDS})
+                writer.writerow({k: csv_cell(r.to_json()[k]) for k in _CSV_FIELDS})
                 csv_file.flush()
             if bar:
                 bar.update(1)
@@ -343,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory", type=int, metavar="MB", help="memory for the student's code, in MiB "
                                                              "(default 1024)")
     g.add_argument("--isolation", choices=("auto", "namespaces", "userns", "none"), default="auto",
-                   help="sandbox isolation (default: the strongest the machine allows)")
+                   help="sandbox isolation (default auto: namespaces as root, else a user namespace; the "
+                        "grader refuses to run when neither is possible)")
+    g.add_argument("--allow-unisolated", action="store_true",
+                   help="with --isolation none: run students' code without namespaces (only resource limits "
+                        "and timeouts apply; the code can read your files and use the network)")
     b = sub.add_parser("bundle", help="build the student bundle (see grader.bundle)", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p

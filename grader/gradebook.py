@@ -38,7 +38,55 @@ import sys
 import tempfile
 from collections.abc import Iterable
 
-__all__ = ["Course", "Item", "cell_tests", "grade_course"]
+from .report import csv_cell, safe_text
+
+__all__ = ["Course", "Item", "cell_tests", "grade_course", "clean_submission"]
+
+# the hidden tests of a graded cell, as nbgrader's source notebook holds them (OverwriteCells puts them back)
+_HIDDEN = re.compile(r"^[ \t]*#+[ \t]*BEGIN HIDDEN TESTS.*?^[ \t]*#+[ \t]*END HIDDEN TESTS[^\n]*$",
+                     re.M | re.S)
+_HIDDEN_NOTE = "# hidden tests: they ran when your notebook was graded (their results are shown below)"
+
+#: the nbgrader cell metadata a submission may carry into the gradebook and the autograded notebook
+_NBGRADER_KEYS = {"schema_version", "grade", "solution", "locked", "task", "grade_id", "points", "checksum",
+                  "cell_type"}
+_MAX_META_TEXT = 200
+
+
+def clean_submission(nb: dict, known_ids: Iterable[str] = ()) -> dict:
+    """A submitted notebook (as ``grader.notebook.read`` returns it) reduced to what nbgrader needs.
+
+    Students' notebooks carry arbitrary metadata: deeply nested dicts (a 400 KiB file that nbformat writes out
+    as tens of MiB), solution cells that lost their ``grade_id`` or carry an id the assignment does not have
+    (nbgrader's preprocessors stop with a KeyError on them). Kept: each cell's type, source and nbgrader
+    metadata (known keys with plain values, and only when its grade_id is one of ``known_ids``, the
+    assignment's cells), the notebook's kernelspec and language. Outputs and attachments are dropped (the
+    grader writes its own outputs).
+    """
+    known = set(known_ids)
+    cells = []
+    for c in nb.get("cells", []):
+        kind = c.get("cell_type") if c.get("cell_type") in ("code", "markdown", "raw") else "raw"
+        src = c.get("source", "")
+        src = "".join(x for x in src if isinstance(x, str)) if isinstance(src, list) else src
+        cell = {"cell_type": kind, "metadata": {}, "source": src if isinstance(src, str) else ""}
+        if kind == "code":
+            cell.update(outputs=[], execution_count=None)
+        meta = c.get("metadata")
+        ng = meta.get("nbgrader") if isinstance(meta, dict) else None
+        if isinstance(ng, dict) and isinstance(ng.get("grade_id"), str) and ng["grade_id"] in known:
+            cell["metadata"]["nbgrader"] = {
+                k: v for k, v in ng.items() if k in _NBGRADER_KEYS and (
+                    isinstance(v, (bool, int, float)) or isinstance(v, str) and len(v) <= _MAX_META_TEXT)}
+        cells.append(cell)
+    meta = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    keep = {}
+    for key in ("kernelspec", "language_info"):
+        value = meta.get(key)
+        if isinstance(value, dict):
+            keep[key] = {k: v for k, v in value.items()
+                         if isinstance(k, str) and isinstance(v, str) and len(v) <= _MAX_META_TEXT}
+    return {"cells": cells, "metadata": keep, "nbformat": 4, "nbformat_minor": 5}
 
 
 @dataclasses.dataclass
@@ -172,44 +220,56 @@ class Course:
 
     # ---- writing
 
-    def record(self, gb, item: Item, result, suite_tests: Iterable[str]) -> dict:
-        """Write one notebook's result into the gradebook (one commit), then its autograded notebook."""
+    def record(self, gb, item: Item, result, suite_tests: Iterable[str], hidden: Iterable[str] = ()) -> dict:
+        """Write one notebook's result into the gradebook (one commit), then its autograded notebook.
+
+        ``result`` None: the student submitted nothing (zero, as nbgrader gives). A result that is an internal
+        error of the grader is never recorded (the caller skips it), so a rerun grades it again. ``hidden``:
+        the names of the hidden tests, which the autograded notebook (and so nbgrader's feedback) never shows.
+        On any failure the gradebook's transaction is rolled back: nothing of this notebook is half written.
+        """
         import warnings
 
         from sqlalchemy.exc import SAWarning
 
-        gb.update_or_create_student(item.student)
-        with warnings.catch_warnings():  # nbgrader's add_submission warns about its own autoflush, harmlessly
-            warnings.simplefilter("ignore", SAWarning)
-            if item.timestamp is not None:
-                gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
-            else:
-                gb.update_or_create_submission(item.assignment, item.student)
-        notebook = gb.find_notebook(item.notebook, item.assignment)
-        by_name = {t["name"]: t for t in (result.tests if result is not None else [])}
-        known = set(suite_tests)
-        cells = {}
-        for cell in notebook.grade_cells:
-            grade = gb.find_grade(cell.name, item.notebook, item.assignment, item.student)
-            names = self._tests_of(gb, cell, item, known)
-            if result is None or result.internal_error:
-                score = 0.0 if result is None else None
-            elif names is None:
-                score = None  # a cell the suites do not score (a written answer): left to the instructor
-            else:
-                score = min(float(cell.max_score), round(sum(float(by_name[n]["points"]) for n in names
-                                                             if n in by_name), 3))
-            grade.auto_score = score
-            grade.needs_manual_grade = grade.manual_score is not None or score is None
-            shown = [by_name[n] for n in (names or []) if n in by_name]
-            cells[cell.name] = (score, float(cell.max_score), shown)
-        submitted = self._read(item.path)
-        for cell in notebook.solution_cells:
-            comment = gb.find_comment(cell.name, item.notebook, item.assignment, item.student)
-            comment.auto_comment = "No response." if self._unchanged(submitted, cell.name) else None
-        gb.db.commit()
-        if item.path is not None and result is not None and not result.internal_error:
-            self._write_autograded(item, submitted, cells, result)
+        if result is not None and result.internal_error:
+            raise ValueError("result: an internal error of the grader is never recorded")
+        try:
+            gb.update_or_create_student(item.student)
+            with warnings.catch_warnings():  # nbgrader's add_submission warns about its own autoflush
+                warnings.simplefilter("ignore", SAWarning)
+                if item.timestamp is not None:
+                    gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
+                else:
+                    gb.update_or_create_submission(item.assignment, item.student)
+            notebook = gb.find_notebook(item.notebook, item.assignment)
+            by_name = {t["name"]: t for t in (result.tests if result is not None else [])}
+            known = set(suite_tests)
+            cells = {}
+            for cell in notebook.grade_cells:
+                grade = gb.find_grade(cell.name, item.notebook, item.assignment, item.student)
+                names = self._tests_of(gb, cell, item, known)
+                if result is None:
+                    score = 0.0
+                elif names is None:
+                    score = None  # a cell the suites do not score (a written answer): left to the instructor
+                else:
+                    score = min(float(cell.max_score), round(sum(float(by_name[n]["points"]) for n in names
+                                                                 if n in by_name), 3))
+                grade.auto_score = score
+                grade.needs_manual_grade = grade.manual_score is not None or score is None
+                shown = [by_name[n] for n in (names or []) if n in by_name]
+                cells[cell.name] = (score, float(cell.max_score), shown)
+            submitted = self._read(item.path, {c.name for c in notebook.source_cells})
+            for cell in notebook.solution_cells:
+                comment = gb.find_comment(cell.name, item.notebook, item.assignment, item.student)
+                comment.auto_comment = "No response." if self._unchanged(submitted, cell.name) else None
+            gb.db.commit()
+        except BaseException:
+            gb.db.rollback()
+            raise
+        if item.path is not None and result is not None:
+            self._write_autograded(gb, item, submitted, cells, result, set(hidden))
         return cells
 
     def _tests_of(self, gb, cell, item: Item, known: set[str]) -> list[str] | None:
@@ -228,15 +288,15 @@ class Course:
         return [guess] if guess in known else None
 
     @staticmethod
-    def _read(path: str | None):
-        """The submitted notebook as nbformat's node (sources joined), or None when it cannot be read."""
+    def _read(path: str | None, known_ids: set[str] = frozenset()):
+        """The submitted notebook as nbformat's node, cleaned (``clean_submission``); None if unreadable."""
         if path is None:
             return None
         try:
             import nbformat
 
             from .notebook import read
-            return nbformat.reads(json.dumps(read(path)), as_version=4)
+            return nbformat.from_dict(clean_submission(read(path), known_ids))
         except Exception:  # noqa: BLE001 - an unreadable notebook has no cells to compare
             return None
 
@@ -255,8 +315,13 @@ class Course:
                     return False
         return True
 
-    def _write_autograded(self, item: Item, submitted, cells: dict, result) -> None:
-        """nbgrader's sanitized copy of the submission, each graded cell showing the grader's result."""
+    def _write_autograded(self, gb, item: Item, submitted, cells: dict, result, hidden: set[str]) -> None:
+        """nbgrader's sanitized copy of the submission, each graded cell showing the grader's result.
+
+        Hidden tests stay hidden in it (and so in ``nbgrader generate_feedback``): their code, which
+        nbgrader's OverwriteCells puts back from the gradebook, is replaced by a note, and their results are
+        shown without their names. A submission that cannot be read gets a one-cell notebook saying so.
+        """
         import nbformat
         from nbconvert.exporters.exporter import ResourcesDict
         from nbgrader.preprocessors import (
@@ -268,20 +333,26 @@ class Course:
         )
 
         if submitted is None:
-            return
-        nb = nbformat.reads(nbformat.writes(submitted), as_version=4)  # a copy
-        resources = ResourcesDict()
-        resources["nbgrader"] = {"notebook": item.notebook, "assignment": item.assignment,
-                                 "student": item.student, "db_url": self.db_url}
-        for pp in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
-            nb, resources = pp(config=self.config).preprocess(nb, resources)
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+                "The submitted notebook could not be read, so it was graded 0: "
+                + (result.error or "unreadable file"))])
+        else:
+            nb = nbformat.from_dict(json.loads(json.dumps(submitted)))  # a copy
+            resources = ResourcesDict()
+            resources["nbgrader"] = {"notebook": item.notebook, "assignment": item.assignment,
+                                     "student": item.student, "db_url": self.db_url}
+            for pp in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
+                nb, resources = pp(config=self.config).preprocess(nb, resources)
         for cell in nb.cells:
             ng = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and _HIDDEN.search(cell.source):
+                cell.source = _HIDDEN.sub(_HIDDEN_NOTE, cell.source)
             if cell.cell_type == "code" and ng.get("grade_id") in cells:
                 score, max_score, tests = cells[ng["grade_id"]]
                 text = ("not scored by the grader (manual grading)\n" if score is None
                         else f"{score:g} / {max_score:g} points\n")
-                text += "".join(f"{t['name']}: {t['message']}\n" for t in tests if t["message"])
+                text += "".join(f"{'hidden test' if t['name'] in hidden else t['name']}: {t['message']}\n"
+                                for t in tests if t["message"])
                 cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
         if result.error:
             nb.metadata["grader"] = {"error": result.error}
@@ -316,7 +387,7 @@ class Course:
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COURSE_CSV_FIELDS)
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
         os.replace(tmp, path)
         return len(rows)
 
@@ -327,8 +398,14 @@ COURSE_CSV_FIELDS = ["student", "assignment", "notebook", "score", "max_score", 
 
 def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show_bar: bool = False,
                  server=None) -> int:
-    """The ``--course`` mode of ``python -m grader grade`` (see the module's doc)."""
-    from .cli import Grader, _progress, emit, grade_in_order
+    """The ``--course`` mode of ``python -m grader grade`` (see the module's doc).
+
+    Each student is graded on their own: whatever one notebook does (or fails to be) costs that notebook
+    only. A result the grader could not produce (an internal error) and a result that could not be written
+    are reported on stderr and not stored, so the next run grades them again; the exit status is then 1.
+    """
+    from .grading import Grader, grade_in_order
+    from .report import csv_cell, emit, progress
 
     out = out or sys.stdout
     try:
@@ -339,6 +416,17 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
     csv_path = args.csv or os.path.join(course.root, "grader.grades.csv")
     grader = None
     failed = False
+
+    def record(it: Item, result, names=(), hidden=()) -> bool:
+        try:
+            course.record(gb, it, result, names, hidden)
+            return True
+        except Exception as exc:  # noqa: BLE001 - one notebook must never stop the class
+            why = f"{type(exc).__name__}: {safe_text(exc, 300)}"
+            print(f"grade: {it.path or it.student}: not recorded ({why}); the next run grades it again",
+                  file=sys.stderr)
+            return False
+
     with course.gradebook() as gb:
         items = course.find(gb, args.assignment, args.student)
         todo = [it for it in items if args.force or not course.is_graded(gb, it)]
@@ -347,19 +435,19 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
         missing = [it for it in todo if it.path is None]
         todo = [it for it in todo if it.path is not None]
         for it in missing:  # nothing submitted: zero, as nbgrader does
-            course.record(gb, it, None, ())
+            failed |= not record(it, None)
         increment = open(csv_path, "a", newline="") if todo else None
         try:
             if todo:
                 grader = Grader(suites=suites, limits=limits, isolation=args.isolation,
                                 extra_probes=extra_probes, server=server, keep_output=args.with_output)
-                suite_names = {}
 
                 def which(it: Item) -> str | None:
                     return it.assignment if it.assignment in grader.suites.ASSIGNMENTS else None
 
                 grader.prepare({a for it in todo if (a := which(it))})
-                bar = _progress(len(todo), show_bar)
+                names = {a: _test_names(grader.suites, a) for a in grader.suites.ASSIGNMENTS}
+                bar = progress(len(todo), show_bar)
                 writer = csv.DictWriter(increment, fieldnames=COURSE_CSV_FIELDS)
                 if increment.tell() == 0:
                     writer.writeheader()
@@ -367,14 +455,18 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
                     it.path, which(it), label=it.path), args.jobs)
                 for it, r in zip(todo, results, strict=True):
                     a = r.assignment or it.assignment
-                    if a not in suite_names and a in grader.suites.ASSIGNMENTS:
-                        suite_names[a] = _test_names(grader.suites, a)
-                    course.record(gb, it, r, suite_names.get(a, ()))
-                    failed |= r.internal_error
-                    writer.writerow({"student": it.student, "assignment": it.assignment,
-                                     "notebook": it.notebook, "score": r.score, "max_score": r.max_score,
-                                     "needs_manual_grade": False, "timestamp": str(it.timestamp or "")})
-                    increment.flush()
+                    if r.internal_error:
+                        failed = True
+                        print(f"grade: {it.path}: {r.error}; not recorded, the next run grades it again",
+                              file=sys.stderr)
+                    elif record(it, r, *names.get(a, ((), ()))):
+                        writer.writerow({k: csv_cell(v) for k, v in {
+                            "student": it.student, "assignment": it.assignment, "notebook": it.notebook,
+                            "score": r.score, "max_score": r.max_score, "needs_manual_grade": False,
+                            "timestamp": str(it.timestamp or "")}.items()})
+                        increment.flush()
+                    else:
+                        failed = True
                     if args.json:
                         d = r.to_json(args.with_output)
                         d["student"] = it.student
@@ -393,11 +485,13 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
     return 1 if failed else 0
 
 
-def _test_names(suites, assignment: str) -> list[str]:
+def _test_names(suites, assignment: str) -> tuple[list[str], list[str]]:
+    """The suite's test names, and those of them that are hidden."""
     if callable(getattr(suites, "tests", None)):
-        return [t.name for t in suites.tests(assignment)]
+        found = suites.tests(assignment)
+        return [t.name for t in found], [t.name for t in found if not getattr(t, "visible", True)]
     names = getattr(suites, "TESTS", None)
-    return [t[0] for t in names] if names else []
+    return ([t[0] for t in names] if names else []), []
 
 
 def _safe_url(url: str) -> str:
