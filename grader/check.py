@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import io
 import sys
+import textwrap
 import types
 import warnings
 
@@ -40,7 +41,7 @@ def format_report(assignment: str, results, *, findings=(), visible_only: bool =
 
 def _function_source(fn) -> str:
     try:
-        return inspect.getsource(fn)
+        return textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
         return ""
 
@@ -60,6 +61,7 @@ def check(*functions, assignment: str | None = None, visible_only: bool = True, 
         None (the report is printed). ``grader.suite.run_suite`` gives the results as data.
     """
     from . import guards
+    from .policy import for_assignment
     from .suite import FUNCTIONS, assignment_of, run_suite, tests
 
     given = {}
@@ -83,8 +85,11 @@ def check(*functions, assignment: str | None = None, visible_only: bool = True, 
         namespace.update(g)
     namespace.update(given)
     findings = []
-    for fn in given.values():
-        findings += guards.scan(assignment, _function_source(fn))
+    rules = for_assignment(assignment)
+    for name, fn in given.items():
+        checked = rules.check([(1, _function_source(fn))])
+        for _, why in checked.refusals:
+            findings.append(f"when graded, {name} would not run: {why.split(': ', 1)[1]}")
     # the tests of the functions given, except those that also need a function not written yet (not
     # defined, or still the stub that raises NotImplementedError)
     suite = {t.name: t for t in tests(assignment, visible_only=visible_only)}

@@ -1,35 +1,40 @@
-"""Off-limits calls: what each assignment's functions may not use, enforced while the student's code runs.
+"""Off-limits calls, refused where the student's code runs, whichever path reaches them.
 
 Each assignment asks the student to write something torch already has; calling torch's version (or
-``tricksref``, the course's reference) would make the exercise pointless. Three layers:
+``tricksref``, the course's reference) would make the exercise pointless. ``grader.policy`` refuses the
+obvious names in the source before it runs; this module is the second layer, in the process that runs it:
 
-- ``install(assignment)`` replaces the assignment's off-limits torch callables with ones that raise
-  ``StudentError("forbidden", ...)``. The sandbox calls it in the child before the student's code runs (so
-  even ``from torch.nn.functional import dropout`` gets the guarded name); the self-check and the nbgrader
-  bridge use ``installed(assignment, namespace)`` around each probe, which also swaps, for the time of the
-  call, the names of the student's namespace that are bound to an off-limits object (an alias imported
-  before the guard, ``tricksref`` or anything from it).
-- ``no_autograd(name)``: a context manager the probes wrap around an explicit backward
-  (``batchnorm_backward``, ``dropout_backward``): the gradients must come from the formulas, not autograd.
-- ``scan(assignment, source)``: a static look at the extracted code for the obvious off-limits names, so that
-  the report can say so even when a test never reached the call.
+- torch's own dispatch sees every call: a ``TorchFunctionMode`` refuses the assignment's off-limits functions
+  by name however they are reached (``F.dropout``, ``torch.dropout``, ``torch._VF.dropout``,
+  ``torch.ops.aten.dropout``, an alias bound before the guard went in), and a ``TorchDispatchMode`` refuses
+  the ATen kernels behind them (``aten.native_batch_norm``, ``aten.native_dropout``, ...), which is all an
+  off-limits call can end in. The modes live in torch's C++ state: student code cannot pop them without
+  private attributes, which ``grader.policy`` refuses;
+- ``no_autograd(name)`` around an explicit backward (``batchnorm_backward``, ``dropout_backward``): the
+  autograd engine refuses to run, whether reached by ``torch.autograd.grad``, ``Tensor.backward``,
+  ``torch.func`` or a reference captured before;
+- in the sandbox, ``install(assignment)`` puts both in for the child's whole life; the self-check and the
+  nbgrader bridge use ``installed(assignment, namespace)`` around each probe, which also swaps the names of
+  the student's namespace bound to the reference (``tricksref``) for the time of the call.
+
+``FORBIDDEN`` lists the public off-limits callables (the book's exercises chapter prints it).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import importlib
+import sys
 import threading
 import types
 from collections.abc import Iterator
 
 from .submission import InProcessSubmission, StudentError
 
-__all__ = ["FORBIDDEN", "BACKWARD_FUNCTIONS", "install", "uninstall", "installed", "no_autograd", "scan",
-           "forbidden_message", "GuardedSubmission"]
+__all__ = ["FORBIDDEN", "BACKWARD_FUNCTIONS", "install", "uninstall", "installed", "no_autograd",
+           "forbidden_message", "GuardedSubmission", "refused_call"]
 
-# assignment -> off-limits callables as "module:attribute" (the module is imported when the guard goes in)
+#: assignment -> the public off-limits callables as "module:attribute" (``torch:optim``: the whole module)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "lrn": (
         "torch.nn.functional:local_response_norm",
@@ -37,20 +42,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "batchnorm": (
         "torch.nn.functional:batch_norm", "torch.nn.functional:instance_norm",
         "torch.nn.functional:layer_norm", "torch.nn.functional:group_norm",
-        "torch:batch_norm", "torch:native_batch_norm", "torch:_native_batch_norm_legit",
-        "torch:_native_batch_norm_legit_no_training", "torch:_batch_norm_impl_index",
-        "torch:cudnn_batch_norm", "torch:miopen_batch_norm", "torch:instance_norm", "torch:layer_norm",
-        "torch:native_layer_norm", "torch:group_norm", "torch:native_group_norm",
+        "torch:batch_norm", "torch:native_batch_norm", "torch:instance_norm", "torch:layer_norm",
+        "torch:group_norm",
     ),
     "dropout": (
         "torch.nn.functional:dropout", "torch.nn.functional:dropout1d", "torch.nn.functional:dropout2d",
         "torch.nn.functional:dropout3d", "torch.nn.functional:alpha_dropout",
-        "torch.nn.functional:feature_alpha_dropout",
-        "torch:dropout", "torch:dropout_", "torch:feature_dropout", "torch:feature_dropout_",
-        "torch:alpha_dropout", "torch:alpha_dropout_", "torch:feature_alpha_dropout",
-        "torch:feature_alpha_dropout_", "torch:native_dropout",
+        "torch.nn.functional:feature_alpha_dropout", "torch:dropout", "torch:alpha_dropout",
+        "torch:feature_dropout", "torch:feature_alpha_dropout", "torch:native_dropout",
     ),
-    "stagewise": (),
+    "stagewise": (
+        "torch:optim",
+    ),
 }
 
 #: the explicit backward functions, in which autograd is off-limits
@@ -59,33 +62,30 @@ BACKWARD_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "dropout": ("dropout_backward",),
 }
 
-# the ways to get gradients from autograd; ``torch.autograd.functional`` goes through ``torch.autograd.grad``
-_AUTOGRAD = (
-    "torch.autograd:grad", "torch.autograd:backward", "torch:Tensor.backward",
-    "torch.func:grad", "torch.func:grad_and_value", "torch.func:vjp", "torch.func:jvp", "torch.func:jacrev",
-    "torch.func:jacfwd", "torch.func:hessian", "torch.func:linearize",
-)
-
-# what the static scan looks for: attribute names reached from torch (``F.dropout``, ``torch.ops.aten.x``)
-_SCAN_NAMES: dict[str, frozenset[str]] = {
-    "lrn": frozenset({"local_response_norm", "LocalResponseNorm"}),
-    "batchnorm": frozenset({"batch_norm", "native_batch_norm", "_native_batch_norm_legit",
-                            "_native_batch_norm_legit_no_training", "_batch_norm_impl_index",
-                            "cudnn_batch_norm", "miopen_batch_norm", "BatchNorm1d", "BatchNorm2d",
-                            "BatchNorm3d", "LazyBatchNorm1d", "LazyBatchNorm2d", "instance_norm",
-                            "layer_norm", "native_layer_norm", "group_norm", "InstanceNorm1d",
-                            "InstanceNorm2d", "LayerNorm", "GroupNorm"}),
-    "dropout": frozenset({"dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "Dropout",
-                          "Dropout1d", "Dropout2d", "Dropout3d", "native_dropout", "feature_dropout",
-                          "alpha_dropout", "feature_alpha_dropout", "AlphaDropout", "FeatureAlphaDropout"}),
-    "stagewise": frozenset(),
+# the names (functions, methods, ATen operators without their overload) refused at torch's dispatch
+_OPS: dict[str, frozenset[str]] = {
+    "lrn": frozenset({"local_response_norm"}),
+    "batchnorm": frozenset({
+        "batch_norm", "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+        "_native_batch_norm_legit_functional", "native_batch_norm_backward", "_batch_norm_impl_index",
+        "_batch_norm_impl_index_backward", "_batch_norm_with_update", "_batch_norm_with_update_functional",
+        "_batch_norm_no_update", "batch_norm_backward", "cudnn_batch_norm", "miopen_batch_norm",
+        "batch_norm_stats", "batch_norm_elemt", "batch_norm_gather_stats", "batch_norm_backward_reduce",
+        "instance_norm", "layer_norm", "native_layer_norm", "native_layer_norm_backward", "group_norm",
+        "native_group_norm", "native_group_norm_backward", "rms_norm", "_fused_rms_norm"}),
+    "dropout": frozenset({
+        "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "alpha_dropout_",
+        "feature_dropout", "feature_dropout_", "feature_alpha_dropout", "feature_alpha_dropout_",
+        "native_dropout", "native_dropout_backward", "_fused_dropout", "_masked_scale"}),
+    "stagewise": frozenset({"_fused_sgd", "_fused_sgd_", "_fused_adam", "_fused_adam_", "_fused_adamw",
+                            "_fused_adamw_"}),
 }
-_SCAN_AUTOGRAD = frozenset({"backward", "grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd",
-                            "jacobian", "hessian", "vhp", "hvp", "linearize"})
+# ATen operator prefixes refused at dispatch (the optimizers' multi-tensor kernels)
+_OP_PREFIXES: dict[str, tuple[str, ...]] = {"stagewise": ("_foreach_",)}
 
 _lock = threading.RLock()
-_depth: dict[str, int] = {}                     # assignment -> nesting depth of install()
-_installed: dict[str, list] = {}                # assignment -> [(owner, attribute, original)] while in
+_depth: dict[str, int] = {}            # assignment -> nesting depth of install()
+_active: dict[str, list] = {}          # assignment -> [mode objects and module swaps] while installed
 
 
 def forbidden_message(what: str, assignment: str) -> str:
@@ -93,60 +93,88 @@ def forbidden_message(what: str, assignment: str) -> str:
             f"tensor operations")
 
 
-def _resolve(spec: str):
-    """``"torch:Tensor.backward"`` -> (owner object, attribute name, dotted name) or None if absent."""
-    module_name, _, path = spec.partition(":")
-    try:
-        owner = importlib.import_module(module_name)
-    except ImportError:
-        return None
-    *parents, attr = path.split(".")
-    for p in parents:
-        owner = getattr(owner, p, None)
-        if owner is None:
-            return None
-    if not hasattr(owner, attr):
-        return None
-    return owner, attr, f"{module_name}.{path}"
+def _op_name(func) -> str:
+    """``F.dropout`` -> ``dropout``; ``aten.native_dropout.default`` -> ``native_dropout``."""
+    name = getattr(func, "__name__", "") or ""
+    if type(func).__name__ in ("OpOverload", "OpOverloadPacket"):
+        name = name.split(".")[0]
+    return name
 
 
-def _raiser(dotted: str, message: str):
-    def forbidden(*args, **kwargs):
-        raise StudentError("forbidden", message)
-
-    forbidden.__name__ = dotted.rpartition(".")[2]
-    forbidden.__qualname__ = dotted
-    forbidden.__grader_forbidden__ = True
-    return forbidden
+def refused_call(assignment: str, func) -> bool:
+    """Whether calling ``func`` (a torch function, method or ATen operator) is off limits here."""
+    name = _op_name(func)
+    return name in _OPS.get(assignment, ()) or name.startswith(_OP_PREFIXES.get(assignment, ()))
 
 
-def _swap_in(specs, message_for) -> list[tuple[object, str, object]]:
+def _modes(assignment: str):
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class FunctionGuard(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if refused_call(assignment, func):
+                raise StudentError("forbidden", f"torch.{_op_name(func)}")
+            return func(*args, **(kwargs or {}))
+
+    class DispatchGuard(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if refused_call(assignment, func):
+                raise StudentError("forbidden", f"aten.{_op_name(func)}")
+            return func(*args, **(kwargs or {}))
+
+    return FunctionGuard(), DispatchGuard()
+
+
+class _GuardModule(types.ModuleType):
+    """Stands in for an off-limits module (``torch.optim`` in stagewise): any attribute is refused."""
+
+    def __init__(self, name: str, assignment: str):
+        super().__init__(name)
+        self.__dict__["_dotted"] = name
+        self.__dict__["_assignment"] = assignment
+
+    def __getattr__(self, attr):
+        raise StudentError("forbidden", f"{self.__dict__['_dotted']}.{attr}")
+
+
+def _swap_modules(assignment: str) -> list[tuple[object, str, object]]:
+    """Replace ``FORBIDDEN``'s whole modules (``torch:optim``) by guards, in their parent and sys.modules."""
     done = []
-    for spec in specs:
-        found = _resolve(spec)
-        if found is None:
-            continue
-        owner, attr, dotted = found
-        original = getattr(owner, attr)
-        setattr(owner, attr, _raiser(dotted, message_for(dotted)))
-        done.append((owner, attr, original))
+    for spec in FORBIDDEN.get(assignment, ()):
+        module_name, _, attr = spec.partition(":")
+        owner = importlib.import_module(module_name)
+        original = getattr(owner, attr, None)
+        if isinstance(original, types.ModuleType):
+            guard = _GuardModule(original.__name__, assignment)
+            setattr(owner, attr, guard)
+            done.append((owner, attr, original))
+            for name in [m for m in sys.modules if m == original.__name__ or m.startswith(original.__name__
+                                                                                          + ".")]:
+                done.append((sys.modules, name, sys.modules[name]))
+                sys.modules[name] = guard
     return done
 
 
-def _swap_out(done) -> None:
+def _unswap(done) -> None:
     for owner, attr, original in reversed(done):
-        setattr(owner, attr, original)
+        if owner is sys.modules:
+            owner[attr] = original
+        else:
+            setattr(owner, attr, original)
 
 
 def install(assignment: str) -> None:
-    """Replace ``assignment``'s off-limits torch callables with guards (nestable; undo with ``uninstall``)."""
+    """Put ``assignment``'s guards in for this process (nestable; undone by ``uninstall``)."""
     if assignment not in FORBIDDEN:
         raise ValueError(f"assignment: expected one of {', '.join(FORBIDDEN)}, got {assignment!r}")
     with _lock:
         _depth[assignment] = _depth.get(assignment, 0) + 1
         if _depth[assignment] == 1:
-            _installed[assignment] = _swap_in(FORBIDDEN[assignment],
-                                              lambda d: forbidden_message(d, assignment))
+            modes = _modes(assignment)
+            for m in modes:
+                m.__enter__()
+            _active[assignment] = [modes, _swap_modules(assignment)]
 
 
 def uninstall(assignment: str) -> None:
@@ -156,36 +184,21 @@ def uninstall(assignment: str) -> None:
             return
         _depth[assignment] -= 1
         if _depth[assignment] == 0:
-            _swap_out(_installed.pop(assignment, []))
-
-
-def _originals(assignment: str) -> dict[int, str]:
-    """id -> dotted name of the real off-limits objects (whether or not a guard is in right now)."""
-    out = {}
-    for spec in FORBIDDEN.get(assignment, ()):
-        found = _resolve(spec)
-        if found is None:
-            continue
-        owner, attr, dotted = found
-        current = getattr(owner, attr)
-        if not getattr(current, "__grader_forbidden__", False):
-            out[id(current)] = dotted
-        else:  # the guard is in: the original is the one it saved
-            for g_owner, g_attr, original in _installed.get(assignment, ()):
-                if g_owner is owner and g_attr == attr:
-                    out[id(original)] = dotted
-    return out
+            modes, swapped = _active.pop(assignment)
+            _unswap(swapped)
+            for m in reversed(modes):
+                m.__exit__(None, None, None)
 
 
 class _ForbiddenModule(types.ModuleType):
     """Stands in for ``tricksref`` (or one of its modules) in a student's namespace while a probe runs."""
 
-    def __init__(self, name: str, assignment: str):
+    def __init__(self, name: str):
         super().__init__(name)
-        self.__dict__["_message"] = forbidden_message(f"{name} (the course's reference)", assignment)
+        self.__dict__["_name"] = name
 
     def __getattr__(self, attr):
-        raise StudentError("forbidden", self.__dict__["_message"])
+        raise StudentError("forbidden", f"{self.__dict__['_name']}.{attr}")
 
 
 def _is_reference(value) -> str | None:
@@ -193,10 +206,8 @@ def _is_reference(value) -> str | None:
     if isinstance(value, types.ModuleType):
         name = getattr(value, "__name__", "")
         return name if name == "tricksref" or name.startswith("tricksref.") else None
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type, types.MethodType)):
-        module = getattr(value, "__module__", None) or ""
-    else:
-        module = getattr(type(value), "__module__", None) or ""
+    module = (getattr(value, "__module__", None) if isinstance(value, (types.FunctionType, type))
+              else getattr(type(value), "__module__", None)) or ""
     if module == "tricksref" or module.startswith("tricksref."):
         return f"{module}.{getattr(value, '__qualname__', type(value).__name__)}"
     return None
@@ -204,30 +215,21 @@ def _is_reference(value) -> str | None:
 
 @contextlib.contextmanager
 def installed(assignment: str, namespace: dict | None = None) -> Iterator[None]:
-    """Guards in for the time of a block; also swaps off-limits names bound in ``namespace`` (restored after).
-
-    For code that already ran before the guard went in (the student's kernel: self-check, nbgrader).
-    """
+    """Guards in for the time of a block; also swaps the names of ``namespace`` bound to the reference
+    (restored after). For code that already ran before the guard went in (the student's kernel)."""
     install(assignment)
-    swapped: list[tuple[str, object, object]] = []
+    swapped = []
     try:
         if namespace is not None:
-            originals = _originals(assignment)
             for key, value in list(namespace.items()):
                 if key.startswith("__"):
                     continue
-                ref = _is_reference(value)
-                if ref is not None:
-                    stand_in = (_ForbiddenModule(ref, assignment) if isinstance(value, types.ModuleType)
-                                else _raiser(ref, forbidden_message(f"{ref} (the course's reference)",
-                                                                    assignment)))
-                elif id(value) in originals:
-                    stand_in = _raiser(originals[id(value)],
-                                       forbidden_message(originals[id(value)], assignment))
-                else:
-                    continue
-                namespace[key] = stand_in
-                swapped.append((key, value, stand_in))
+                dotted = _is_reference(value)
+                if dotted is not None:
+                    stand_in = _ForbiddenModule(dotted) if isinstance(value, types.ModuleType) else \
+                        _refuser(dotted)
+                    namespace[key] = stand_in
+                    swapped.append((key, value, stand_in))
         yield
     finally:
         for key, value, stand_in in reversed(swapped):
@@ -236,94 +238,52 @@ def installed(assignment: str, namespace: dict | None = None) -> Iterator[None]:
         uninstall(assignment)
 
 
+def _refuser(dotted: str):
+    def refused(*args, **kwargs):
+        raise StudentError("forbidden", dotted)
+    return refused
+
+
+class _Engine:
+    """Stands in for torch's autograd engine inside an explicit backward: running it is refused."""
+
+    def __init__(self, function: str, engine):
+        self.function, self.engine = function, engine
+
+    def run_backward(self, *args, **kwargs):
+        raise StudentError("forbidden", "torch.autograd")
+
+    def __getattr__(self, attr):  # the engine's other methods (queue_callback, ...) still work
+        return getattr(self.engine, attr)
+
+
 @contextlib.contextmanager
 def no_autograd(function: str) -> Iterator[None]:
-    """Autograd off-limits inside the block (the student's explicit backward ``function``)."""
-    message = (f"{{}} is not allowed inside {function}: compute the gradients with the formulas you "
-               f"derived, not with autograd")
+    """Autograd off limits inside the block (the student's explicit backward ``function``): the engine
+    refuses to run, however it is reached, and so do ``torch.autograd.grad``, ``Tensor.backward`` and
+    ``torch.func``'s transforms at torch's dispatch."""
+    from torch.autograd import variable
+    from torch.overrides import TorchFunctionMode
+
+    refused = {"grad", "backward", "vjp", "jvp", "jacrev", "jacfwd", "hessian", "vmap", "grad_and_value",
+               "linearize", "jacobian", "hvp", "vhp"}
+
+    class NoAutograd(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            module = getattr(func, "__module__", "") or ""
+            if getattr(func, "__name__", "") in refused and module.startswith("torch"):
+                raise StudentError("forbidden", f"torch.autograd.{func.__name__}")
+            return func(*args, **(kwargs or {}))
+
     with _lock:
-        done = _swap_in(_AUTOGRAD, lambda d: message.format(d))
+        engine = variable.Variable._execution_engine
+        variable.Variable._execution_engine = _Engine(function, engine)
     try:
-        yield
+        with NoAutograd():
+            yield
     finally:
         with _lock:
-            _swap_out(done)
-
-
-# --------------------------------------------------------------------------------------------- static scan
-
-_TORCH_ROOTS = ("torch",)
-
-
-def scan(assignment: str, source: str) -> list[str]:
-    """Obvious off-limits names in ``source`` (the extracted graded code), one readable line each.
-
-    Looks for ``tricksref`` imports, the assignment's off-limits torch names reached from torch
-    (``F.dropout``, ``torch.nn.functional.local_response_norm``, ``from torch.nn.functional import
-    batch_norm``), and
-    autograd inside the explicit backward functions. A file that does not parse gives no finding here (the
-    grader reports the syntax error itself).
-    """
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return []
-    names = _SCAN_NAMES.get(assignment, frozenset())
-    backward = set(BACKWARD_FUNCTIONS.get(assignment, ()))
-    found: list[str] = []
-    torch_aliases: set[str] = set()  # local names bound to torch or one of its modules
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                root = alias.name.split(".")[0]
-                if root == "tricksref":
-                    found.append(f"line {node.lineno}: importing tricksref (the course's reference) is "
-                                 f"not allowed in this assignment: write it yourself")
-                if root in _TORCH_ROOTS:
-                    torch_aliases.add(alias.asname or root)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            root = node.module.split(".")[0]
-            if root == "tricksref":
-                found.append(f"line {node.lineno}: importing from tricksref (the course's reference) is "
-                             f"not allowed in this assignment: write it yourself")
-            elif root in _TORCH_ROOTS:
-                for alias in node.names:
-                    if alias.name in names:
-                        found.append(f"line {node.lineno}: " + forbidden_message(
-                            f"{node.module}.{alias.name}", assignment))
-                    else:
-                        torch_aliases.add(alias.asname or alias.name)
-
-    def root_of(expr) -> str | None:
-        while isinstance(expr, ast.Attribute):
-            expr = expr.value
-        return expr.id if isinstance(expr, ast.Name) else None
-
-    def dotted(expr) -> str:
-        parts = []
-        while isinstance(expr, ast.Attribute):
-            parts.append(expr.attr)
-            expr = expr.value
-        if isinstance(expr, ast.Name):
-            parts.append(expr.id)
-        return ".".join(reversed(parts))
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in names and root_of(node) in torch_aliases:
-            found.append(f"line {node.lineno}: " + forbidden_message(dotted(node), assignment))
-
-    for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name in backward:
-            for node in ast.walk(fn):
-                hit = None
-                if isinstance(node, ast.Attribute) and node.attr in _SCAN_AUTOGRAD:
-                    if node.attr == "backward" or root_of(node) in torch_aliases:
-                        hit = dotted(node)
-                if hit:
-                    found.append(f"line {node.lineno}: {hit} is not allowed inside {fn.name}: compute the "
-                                 f"gradients with the formulas you derived, not with autograd")
-    return list(dict.fromkeys(found))
+            variable.Variable._execution_engine = engine
 
 
 # ------------------------------------------------------------------------------------ in-process submission
@@ -333,7 +293,7 @@ class GuardedSubmission(InProcessSubmission):
 
     ``namespace`` is where the probes find the student's functions; ``globals_dicts`` are the dicts those
     functions really read their globals from (a kernel's user namespace; by default ``namespace`` itself), in
-    which off-limits names are swapped for the time of each run.
+    which the names bound to the reference are swapped for the time of each run.
     """
 
     def __init__(self, assignment: str, namespace: dict, globals_dicts: list[dict] | None = None):

@@ -1,44 +1,39 @@
 """A student's submission as the grading suites see it: something that runs probes and returns data.
 
-A *probe* is a small function in ``grader/probes/<assignment>.py`` that calls the student's functions the way
-one test needs (forward, then backward through autograd; forward then the student's own backward with the
-cache it returned; a seeded generator built from a seed; ...) and returns plain data (see
-``grader.transport``)::
+A *probe* is a small function in ``grader/probes/<assignment>.py`` that calls the student's functions on a
+list of cases the way one test needs them and returns, for each case, the student's raw outputs (and the
+inputs as they are after the call) or what went wrong, as plain data (see ``grader.transport``). It never
+judges: the grader compares what comes back with references it computed itself, and validates every reply
+(``grader.replies``) before it believes any of it.
 
-    def forward(ns, *, a, n, k, alpha, beta):           # ns: the student's namespace
-        out = call(ns, "lrn_inter", a, n, k, alpha, beta)
-        return {"b": out}
-
-A suite asks ``sub.run("lrn.forward", a=..., n=...)`` and compares what comes back with ``tricksref``, in its
-own process. Two implementations share this interface:
+Two implementations of ``Submission``:
 
 - ``InProcessSubmission``: runs the probe here, on a namespace we already have (the student's self-check in
-  their own kernel; the project's tests of the suites against the reference and against known bugs). Inputs
-  and outputs still make the round trip through ``transport`` so both paths see the very same data.
+  their own kernel; the project's tests of the suites). Inputs and outputs still make the round trip through
+  ``transport`` so both paths see the very same data.
 - ``grader.sandbox``'s submission: runs the probe in a locked-down child process that executed the
   student's code (never this process).
-
-A probe reports the student's mistakes by raising ``StudentError``; any other exception escaping a probe is
-the student's code raising, reported with its type and message (never the grader's traceback).
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
+import linecache
 import traceback
 from typing import Any
 
 from . import transport
 
-__all__ = ["StudentError", "Submission", "InProcessSubmission", "resolve_probe", "call", "describe_exception"]
+__all__ = ["StudentError", "GraderError", "ProbeInterference", "Submission", "InProcessSubmission",
+           "resolve_probe", "call", "case_error", "Refused"]
 
 
 class StudentError(Exception):
-    """What went wrong on the student's side, with a message meant for the student.
+    """What went wrong on the student's side for a whole call, with a message meant for the student.
 
     ``kind`` is one of ``"error"`` (their code raised), ``"missing"`` (a function is not defined),
-    ``"bad_output"`` (wrong type, shape, dtype), ``"timeout"``, ``"crash"`` (their process died: exit,
+    ``"bad_output"`` (a reply that cannot be read), ``"timeout"``, ``"crash"`` (their process died: exit,
     signal, memory), ``"forbidden"`` (an off-limits call), ``"syntax"`` (the code does not compile).
     """
 
@@ -51,13 +46,49 @@ class StudentError(Exception):
         return self.message
 
 
-def describe_exception(exc: BaseException, limit: int = 1200) -> str:
-    """One readable paragraph: type, message and the last frames of the student's own code."""
+class GraderError(Exception):
+    """The grader itself failed (the sandbox could not be set up, a suite made no check): never a student's
+    zero; the notebook is reported to the instructor and graded again on the next run."""
+
+
+class ProbeInterference(Exception):
+    """A probe's reply does not have the shape the grader asked for: the student's code interfered with the
+    grader's probe (or broke it). The test that asked scores 0 with this message."""
+
+
+class Refused(Exception):
+    """Raised in the sandbox by the stub of a function that ``grader.policy`` refused (``index``: which)."""
+
+    def __init__(self, index: int):
+        super().__init__(index)
+        self.index = index
+
+
+def _where(exc: BaseException) -> list[list]:
+    """The last frames of the student's own code in a traceback: ``[[filename, line], ...]``."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "<student>" in f.filename or f.filename.startswith("<cell")]
-    where = "".join(f"  line {f.lineno}, in {f.name}: {f.line or ''}\n" for f in frames[-3:])
-    text = f"{type(exc).__name__}: {exc}\n{where}".rstrip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+              if f.filename.startswith("<cell") or "<student>" in f.filename]
+    return [[f.filename, int(f.lineno or 0)] for f in frames[-3:]]
+
+
+def case_error(exc: BaseException, function: str) -> dict:
+    """What went wrong when the probe called the student's ``function``, as data for the grader.
+
+    The grader decides how much of it to show: the exception's text only in visible tests (a hidden test's
+    message never repeats text the student's code could have built from the hidden inputs).
+    """
+    if isinstance(exc, Refused):
+        return {"kind": "refused", "function": function, "index": int(exc.index)}
+    if isinstance(exc, StudentError):
+        return {"kind": exc.kind, "function": function, "message": str(exc.message)[:1000]}
+    if isinstance(exc, NotImplementedError):
+        return {"kind": "not_implemented", "function": function}
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - a __str__ that raises
+        text = ""
+    return {"kind": "raised", "function": function, "type": type(exc).__name__[:100], "message": text[:1000],
+            "where": _where(exc)}
 
 
 def resolve_probe(probe: str):
@@ -78,19 +109,33 @@ def call(ns: dict, name: str, *args, **kwargs):
         raise StudentError("missing", f"function {name}() is not defined: define it in the solution cell "
                                       f"(check the spelling)")
     if not callable(fn):
-        raise StudentError("missing", f"{name} is defined but is not a function (got {type(fn).__name__})")
+        raise StudentError("missing", f"{name} is defined but is not a function")
     return fn(*args, **kwargs)
 
 
 class Submission(abc.ABC):
-    """The student's functions, reachable only through probes that exchange plain data."""
+    """The student's functions, reachable only through probes that exchange plain data.
+
+    ``refused``: the functions ``grader.policy`` refused, name -> why (the suites never call them);
+    ``refusals``: the same as a list, stub ``i`` being item ``i``.
+    """
+
+    refusals: list[tuple[str, str]] = []
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return dict(self.refusals)
 
     @abc.abstractmethod
     def run(self, probe: str, /, **inputs: Any) -> dict[str, Any]:
-        """Run ``probe`` on ``inputs`` against the student's code and return its outputs.
+        """Run ``probe`` on ``inputs`` against the student's code and return its reply (not yet validated).
 
-        Raises ``StudentError`` for anything the student's code did wrong (including timeouts and crashes).
+        Raises ``StudentError`` for what ends the call as a whole (timeout, crash, missing function).
         """
+
+    def line(self, filename: str, lineno: int) -> str | None:
+        """The text of line ``lineno`` of the student's code ``filename`` (``"<cell 5>"``), or None."""
+        return None
 
     def close(self) -> None:  # noqa: B027 (optional to override: the default holds nothing)
         """Release what the submission holds (a child process, a scratch directory)."""
@@ -111,13 +156,12 @@ class InProcessSubmission(Submission):
     def run(self, probe: str, /, **inputs: Any) -> dict[str, Any]:
         fn = resolve_probe(probe)
         inputs = transport.decode(transport.encode(inputs))
-        try:
-            out = fn(self.namespace, **inputs)
-        except StudentError:
-            raise
-        except Exception as exc:
-            raise StudentError("error", describe_exception(exc)) from None
+        out = fn(self.namespace, **inputs)
         try:
             return transport.decode(transport.encode(out))
         except transport.TransportError as exc:
             raise StudentError("bad_output", f"the result could not be read: {exc}") from None
+
+    def line(self, filename: str, lineno: int) -> str | None:
+        text = linecache.getline(filename, lineno)
+        return text.rstrip("\n") or None

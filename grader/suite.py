@@ -1,17 +1,34 @@
-"""The suite runner: scores one submission with one assignment's tests, test by test.
+"""The suite runner: scores one submission with one assignment's tests, test by test, from checked evidence.
 
 A suite is two modules of pytest-style functions: ``grader/suites/<assignment>.py`` (the visible tests,
 shipped to students with the self-check) and ``grader/hidden/<assignment>.py`` (the hidden ones, never in a
 student bundle). A test takes the ``Submission`` and is declared with ``@points``::
 
-    @points(2, functions=("lrn_inter",))
+    @points(1, functions=("lrn_inter",))
     def test_lrn_inter_small_input(sub):
-        out = sub.run("lrn.forward", fn="lrn_inter", cases=CASES)
-        ...                           # raise AssertionError / Partial, or return None for full marks
+        results = probe(sub, FORWARD, SMALL, fn="lrn_inter")   # validated, one per case
+        score = Score()
+        for case, r, want in zip(SMALL, results, expected):
+            score.check(..., "what is wrong")                   # evidence computed here, never reported
+        score.done()
+
+How a test earns points, the rules every suite follows:
+
+- *Value tests* compare the student's raw outputs with references computed in the grader's process, on cases
+  that discriminate (a constant, zero, NaN or identity output fails them).
+- *Property tests* (inputs left unmodified, dtypes, copies, the generator, a backward consistent with its own
+  forward) count only the cases whose values are right: ``Score.check_if``. With no such case they score 0 and
+  say why; garbage earns nothing there either.
+- Tests of degenerate cases where a trivial output is right (dropout's evaluation mode, p = 0) pass only for
+  a function that is right on a discriminating case as well.
+- A test that made no check at all is a bug of the grader (``GraderError``), never a pass.
 
 A test passes by returning; it fails by raising ``AssertionError`` (zero points, its message),
-``StudentError`` (zero points, the student-side message) or ``Partial(fraction, message)`` (partial credit).
-The runner catches everything per test, so a crashing test never stops the others, and it never prints.
+``StudentError`` (zero points, the student-side message), ``ProbeInterference`` (zero, "the grader's probe was
+interfered with") or ``Partial(fraction, message)``. The runner catches everything per test, so a crashing
+test never stops the others, and it never prints. A hidden test's message never shows the text of the
+student's own exceptions (which their code may build from the hidden inputs): only the exception's type and
+the student's own line, which the grader reads from its own copy of the code.
 
 Cases are drawn with hypothesis (``cases``) with ``derandomize=True``: every student, every machine and every
 run of the grader gets the same cases. They and the reference values are computed once per process and cached
@@ -21,20 +38,23 @@ run of the grader gets the same cases. They and the reference values are compute
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import math
 import re
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .submission import StudentError, Submission
+from .replies import Case, Spec, validate
+from .submission import GraderError, ProbeInterference, StudentError, Submission
 
 __all__ = [
     "ASSIGNMENTS", "FUNCTIONS", "TestResult", "Test", "Partial", "Score", "points", "tests", "max_score",
-    "run_suite", "run_test", "prepare", "cases", "hidden_available", "assignment_of",
+    "run_suite", "run_test", "prepare", "cases", "hidden_available", "assignment_of", "probe", "Probe",
+    "explain", "in_hidden_test", "close",
 ]
 
 #: the assignments, in the lecture's order (folder = notebook stem = suite module)
@@ -51,16 +71,28 @@ FUNCTIONS: dict[str, tuple[str, ...]] = {
 # a message longer than this is cut: it ends up in a JSON line, a gradebook and a feedback page
 _MAX_MESSAGE = 600
 
+_hidden_test: contextvars.ContextVar[bool] = contextvars.ContextVar("grader_hidden_test", default=False)
+
+
+def in_hidden_test() -> bool:
+    """Whether the test running now is hidden (its messages may not show the student's exception texts)."""
+    return _hidden_test.get()
+
 
 @dataclass
 class TestResult:
-    """The outcome of one test: points out of max_points, and a message for the student ('' when passed)."""
+    """The outcome of one test: points out of max_points, and a message for the student ('' when passed).
+
+    ``internal``: the grader could not score this test (a bug of its own); the notebook is then an internal
+    error, never a score.
+    """
 
     name: str
     points: float
     max_points: float
     passed: bool
     message: str
+    internal: bool = False
 
     __test__ = False  # not a pytest test class
 
@@ -96,6 +128,7 @@ class Score:
         self.earned = 0.0
         self.messages: list[str] = []
         self._seen: set[str] = set()
+        self.uncounted: list[str] = []
 
     def check(self, ok: bool, message: str, weight: float = 1.0) -> bool:
         """Count a check; a failed one adds its message, unless the same message was given already, also
@@ -104,17 +137,40 @@ class Score:
         if ok:
             self.earned += weight
         else:
-            key = _CASE_NOTE.sub("", message)
-            if key not in self._seen:
-                self._seen.add(key)
-                self.messages.append(message)
+            self._say(message)
         return bool(ok)
+
+    def check_if(self, values_right: bool, ok: bool, message: str, why_not: str = "", weight: float = 1.0
+                 ) -> bool:
+        """A property check that counts only on a case whose values are right; ``why_not`` says what was
+        wrong with the values of a case that was not counted (shown only when no case counted)."""
+        if not values_right:
+            if why_not:
+                self.uncounted.append(why_not)
+            return False
+        return self.check(ok, message, weight)
 
     def fail(self, message: str, weight: float = 1.0) -> None:
         self.check(False, message, weight)
 
-    def done(self) -> None:
-        if self.total and self.earned < self.total:
+    def _say(self, message: str) -> None:
+        key = _CASE_NOTE.sub("", message)
+        if message and key not in self._seen:
+            self._seen.add(key)
+            self.messages.append(message)
+
+    def done(self, *, nothing_counted: str | None = None) -> None:
+        """Raise ``Partial`` unless every check passed.
+
+        ``nothing_counted``: the message when no case was counted (a property test on a function whose
+        values are wrong everywhere): 0 points. Without it, a test that made no check is a ``GraderError``.
+        """
+        if not self.total:
+            if nothing_counted is not None:
+                reasons = list(dict.fromkeys(self.uncounted))[:2]
+                raise Partial(0.0, nothing_counted + (": " + "; ".join(reasons) if reasons else ""))
+            raise GraderError("the test made no check")
+        if self.earned < self.total:
             raise Partial(self.earned / self.total, "; ".join(self.messages))
 
 
@@ -189,6 +245,12 @@ def max_score(assignment: str, *, visible_only: bool = False) -> float:
     return float(sum(t.max_points for t in tests(assignment, visible_only=visible_only)))
 
 
+def policy(assignment: str):
+    """The rules ``assignment``'s graded code must follow (``grader.policy``)."""
+    from .policy import for_assignment
+    return for_assignment(_check_assignment(assignment))
+
+
 def assignment_of(function_names: Iterable[str]) -> str:
     """The assignment whose functions include all of ``function_names`` (for the self-check)."""
     names = set(function_names)
@@ -204,15 +266,6 @@ def _clip(message: str) -> str:
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
 
 
-# lists and tuples of numbers ("[1, 1, 2]", "(2, 3)", "(3)") in a hidden test's message: the student's own
-# exception text (torch's shape errors) would otherwise print the sizes of a hidden case
-_NUMBERS = re.compile(r"\[\s*-?\d+(?:\s*,\s*-?\d+)*\s*,?\s*\]|\(\s*-?\d+(?:\s*,\s*-?\d+)*\s*,?\s*\)")
-
-
-def _mask_case_data(message: str) -> str:
-    return _NUMBERS.sub(lambda m: m.group(0)[0] + "..." + m.group(0)[-1], message)
-
-
 def _points(max_points: float, fraction: float) -> float:
     # rounded so that the nbgrader path (a number printed by a cell) and the JSON agree to the digit
     return round(max_points * fraction, 3)
@@ -220,29 +273,32 @@ def _points(max_points: float, fraction: float) -> float:
 
 def run_test(test: Test, sub: Submission) -> TestResult:
     """Run one test on ``sub``; never raises (except KeyboardInterrupt and the like)."""
-    result = _run_test(test, sub)
-    if not test.visible and result.message:
-        result.message = _mask_case_data(result.message)
-    return result
-
-
-def _run_test(test: Test, sub: Submission) -> TestResult:
+    token = _hidden_test.set(not test.visible)
     try:
         test.fn(sub)
     except Partial as exc:
         pts = _points(test.max_points, exc.fraction)
         return TestResult(test.name, pts, test.max_points, pts >= test.max_points, _clip(exc.message))
     except StudentError as exc:
-        prefix = {"timeout": "timed out: ", "crash": "your code crashed: ", "syntax": "syntax error: "}
+        return TestResult(test.name, 0.0, test.max_points, False, _clip(_student_error(exc)))
+    except ProbeInterference as exc:
         return TestResult(test.name, 0.0, test.max_points, False,
-                          _clip(prefix.get(exc.kind, "") + exc.message))
+                          _clip(f"the grader's probe was interfered with ({exc}): graded code must only "
+                                f"compute its results"))
     except AssertionError as exc:
         return TestResult(test.name, 0.0, test.max_points, False, _clip(str(exc) or "wrong result"))
-    except Exception as exc:  # a bug of the grader itself: the student must not pay with a traceback
+    except Exception as exc:  # a bug of the grader itself: an internal error, never the student's zero
         return TestResult(test.name, 0.0, test.max_points, False,
-                          _clip(f"the grader could not run this test ({type(exc).__name__}: {exc}); "
-                                f"please tell your instructor"))
+                          _clip(f"the grader could not run this test ({type(exc).__name__}: {exc})"),
+                          internal=True)
+    finally:
+        _hidden_test.reset(token)
     return TestResult(test.name, test.max_points, test.max_points, True, "")
+
+
+def _student_error(exc: StudentError) -> str:
+    prefix = {"timeout": "timed out: ", "crash": "your code crashed: ", "syntax": "syntax error: "}
+    return prefix.get(exc.kind, "") + exc.message
 
 
 def run_suite(assignment: str, sub: Submission, *, visible_only: bool = False,
@@ -285,6 +341,112 @@ def prepare(assignment: str | None = None) -> None:
         for module in modules:
             if callable(getattr(module, "prepare", None)):
                 module.prepare()
+
+
+# ---------------------------------------------------------------------------------------------- the probes
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe of ``grader/probes`` as the suites call it: its name, what one case's value must hold, and
+    the student functions one case calls (the first one is blamed for a case's error)."""
+
+    name: str
+    spec: Spec
+    functions: tuple[str, ...]
+
+
+_MEMO: weakref.WeakKeyDictionary[Submission, dict] = weakref.WeakKeyDictionary()
+
+
+def probe(sub: Submission, p: Probe, cases: Sequence[Mapping], *, key: str, fn: str | None = None
+          ) -> list[Case]:
+    """Run probe ``p`` on ``cases`` and return one validated ``Case`` per case (shared by the tests that ask
+    for the same ``key``: one round trip per submission).
+
+    ``fn``: for a probe that takes the student function's name (``lrn.forward``), which one. A function that
+    ``grader.policy`` refused is never called: every case is its refusal. Raises ``StudentError`` (timeout,
+    crash: the whole call) and ``ProbeInterference`` (a reply that is not what was asked), remembered for the
+    other tests that share the key.
+    """
+    functions = (fn,) if fn is not None else p.functions
+    store = _MEMO.setdefault(sub, {})
+    memo_key = (p.name, fn, key)
+    if memo_key not in store:
+        try:
+            store[memo_key] = (True, _probe(sub, p, cases, functions, fn))
+        except (StudentError, ProbeInterference) as exc:
+            store[memo_key] = (False, exc)
+    ok, value = store[memo_key]
+    if not ok:
+        raise value
+    return value
+
+
+def _probe(sub: Submission, p: Probe, cases, functions, fn) -> list[Case]:
+    refused = getattr(sub, "refused", {}) or {}
+    for f in functions:
+        if f in refused:
+            return [Case(None, {"kind": "refused", "function": f, "where": refused[f]}) for _ in cases]
+    inputs = {"cases": list(cases)}
+    if fn is not None:
+        inputs["fn"] = fn
+    reply = sub.run(p.name, **inputs)
+    return validate(reply, cases, p.spec, functions, refusals=len(getattr(sub, "refusals", ()) or ()))
+
+
+_EXPLAINED = {
+    "GradFnMisuse": "grad_fn was called the wrong way: call grad_fn(w, step) with the iterate (a tensor of "
+                    "w0's shape) and the step counter (an int)",
+}
+# builtin types a "returned X" message may name; any other name (a class the student defined, maybe with a
+# name built at run time) is shown as "another type"
+_TYPE_NAMES = {"list", "tuple", "dict", "int", "float", "str", "bool", "NoneType", "Tensor", "ndarray",
+               "Parameter", "set", "generator", "function", "type"}
+
+
+def explain(sub: Submission, error: dict) -> str:
+    """A case's error (validated) as a message for the student; in a hidden test without the text of their
+    exception, and with their own code lines read from the grader's copy of the code."""
+    fn, kind = error["function"], error["kind"]
+    if kind == "not_implemented":
+        return (f"{fn} is not written yet (it raises NotImplementedError): replace the "
+                f"`raise NotImplementedError()` with your code")
+    if kind == "missing":
+        return f"function {fn}() is not defined: define it in the solution cell (check the spelling)"
+    if kind == "refused":
+        where = error.get("where")
+        if where is None:
+            name, where = sub.refusals[error["index"]]
+            return f"{fn} calls {name}, which the grader refused to run ({where})"
+        return f"{fn} was not run: {where}"
+    if kind == "forbidden":
+        call = error.get("message", "")
+        call = call if re.fullmatch(r"[\w.:]{1,80}", call) else "an off-limits function"
+        return (f"{fn} calls {call}, which is off limits in this assignment: write it yourself with basic "
+                f"tensor operations")
+    if kind == "bad_return":
+        typ = error["type"] if error["type"] in _TYPE_NAMES else "another type"
+        length = f" of length {error['len']}" if error.get("len") is not None and not in_hidden_test() else ""
+        return f"{fn} returned a {typ}{length}, not the tuple the assignment asks for"
+    if kind == "raised":
+        text = _EXPLAINED.get(error["type"])
+        if text is None:
+            shown = f": {error['message']}" if error["message"] and not in_hidden_test() else ""
+            text = f"{fn} raised {error['type']}{shown}"
+            if in_hidden_test():
+                text += " on a hidden input"
+        for filename, lineno in error.get("where", ())[-2:]:
+            line = sub.line(filename, lineno)
+            number = filename.strip("<>").replace("cell ", "")
+            text += f"\n  cell {number}, line {lineno}" + (f": {line.strip()}" if line else "")
+        return text
+    if kind in ("error", "bad_output", "timeout", "crash"):
+        return f"{fn}: " + ("its result could not be read" if in_hidden_test() else error.get("message", ""))
+    return f"{fn} failed"  # pragma: no cover - validate() admits only the kinds above
+
+
+# ------------------------------------------------------------------------------------------- drawing cases
 
 
 def cases(strategy, n: int, *, salt: int | None = None) -> list:
@@ -340,34 +502,17 @@ def _global_constants_only():
         table.cache.clear()
 
 
-_MEMO: weakref.WeakKeyDictionary[Submission, dict] = weakref.WeakKeyDictionary()
-
-
-def memo(sub: Submission, key, compute: Callable[[], Any]):
-    """``compute()`` once per submission and ``key``: tests that need the same probe share one round trip.
-
-    An exception (a StudentError: missing function, timeout) is remembered too, and raised again.
-    """
-    store = _MEMO.setdefault(sub, {})
-    if key not in store:
-        try:
-            store[key] = (True, compute())
-        except Exception as exc:
-            store[key] = (False, exc)
-    ok, value = store[key]
-    if not ok:
-        raise value
-    return value
+# ------------------------------------------------------------------------------------------ comparing values
 
 
 def close(a, b, *, rtol: float, atol: float) -> bool:
-    """``torch.allclose`` that is False (not an error) on shape, dtype or NaN mismatches."""
+    """``torch.allclose`` that is False (not an error) on a non-tensor, a shape or dtype mismatch, or NaN."""
     import torch
 
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape \
+            or a.dtype != b.dtype:
         return False
-    a, b = a.double(), b.double()
-    return bool(torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False))
+    return bool(torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=False))
 
 
 def is_finite_number(x) -> bool:

@@ -1,5 +1,10 @@
 """Hidden tests of the ``batchnorm`` assignment: random (N, D) and (N, C, H, W) inputs, momentum and eps,
-near-constant channels, the explicit backward against the reference and a numeric derivative, dtypes."""
+near-constant channels, the explicit backward against the reference and a numeric derivative, dtypes.
+
+Every case discriminates: eps takes values (0.1, 1e-3) at which ``std + eps`` and ``sqrt(var + eps)`` differ
+far beyond the tolerance, and the backward's cases have at least 4 values per channel (with 2, each
+normalized value is about +-1 whatever x is, so dx is about 0 and a wrong backward would pass).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,35 @@ import functools
 
 import torch
 
-from grader.suite import Partial, Score, cases, points
-from grader.suites.batchnorm import (
-    BACKWARD,
-    FORWARD,
-    check_out,
-    diagnose_out,
-    make_case,
+from grader.reference.batchnorm import (
+    evaluation_on_batch,
+    mistakes,
     reference,
     reference_grads,
-    run_backward,
-    run_forward,
+    running_mistakes,
+)
+from grader.suite import Partial, Score, cases, explain, points, probe
+from grader.suites.batchnorm import (
+    BACKWARD,
+    BACKWARD_PROBE,
+    FORWARD,
+    FORWARD_PROBE,
+    GRADS,
+    make_case,
+    out_problem,
     running_problem,
+    tensor_problem,
 )
 
+_H = 1e-6
 
-def _strategy():
+
+def _strategy(*, backward: bool = False):
     from hypothesis import strategies as st
 
-    flat = st.fixed_dictionaries({"shape": st.tuples(st.integers(2, 9), st.integers(1, 5))})
-    image = st.fixed_dictionaries({"shape": st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+    n_min = 4 if backward else 2
+    flat = st.fixed_dictionaries({"shape": st.tuples(st.integers(n_min, 9), st.integers(1, 5))})
+    image = st.fixed_dictionaries({"shape": st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 3),
                                                       st.integers(2, 3))})
     common = st.fixed_dictionaries({
         "momentum": st.sampled_from([0.1, 0.01, 0.3, 1.0]),
@@ -47,13 +61,15 @@ def _build(p: dict, *, training: bool, dtype=torch.float64) -> dict:
 @functools.cache
 def _train_cases():
     built = [_build(p, training=True) for p in cases(_strategy(), 12)]
-    return built, [reference(c) for c in built]
+    return built, [reference(c) for c in built], [mistakes(c) for c in built], \
+        [running_mistakes(c) for c in built]
 
 
 @functools.cache
 def _eval_cases():
     built = [_build(p, training=False) for p in cases(_strategy(), 6, salt=2)]
-    return built, [reference(c) for c in built]
+    return built, [reference(c) for c in built], [mistakes(c) for c in built], \
+        [evaluation_on_batch(c) for c in built]
 
 
 @functools.cache
@@ -66,30 +82,30 @@ def _constant_cases():
         x[:, 0] = 2.5                                                # exactly constant
         x[:, 1] = -1.0 + 1e-4 * torch.randn(x[:, 1].shape, generator=g, dtype=torch.float64)
         built.append(make_case(x, training=True, eps=eps, seed=len(built)))
-    return built, [reference(c) for c in built]
+    return built, [reference(c) for c in built], [mistakes(c) for c in built]
 
 
 @functools.cache
 def _backward_cases():
     g = torch.Generator().manual_seed(17)
-    built = []
-    for p in cases(_strategy(), 6, salt=3):
+    built, directions = [], []
+    for p in cases(_strategy(backward=True), 6, salt=3):
         c = _build(p, training=True)
         c["dout"] = torch.randn(c["x"].shape, generator=g, dtype=torch.float64)
-        c["vx"] = torch.randn(c["x"].shape, generator=g, dtype=torch.float64)
-        c["vgamma"] = torch.randn(c["gamma"].shape, generator=g, dtype=torch.float64)
-        c["vbeta"] = torch.randn(c["beta"].shape, generator=g, dtype=torch.float64)
-        c["h"] = 1e-6
+        d = {}
+        for name in ("x", "gamma", "beta"):
+            d[name] = torch.randn(c[name].shape, generator=g, dtype=torch.float64)
+            c[f"{name}_plus"], c[f"{name}_minus"] = c[name] + _H * d[name], c[name] - _H * d[name]
         built.append(c)
-    return built, [reference_grads(c) for c in built]
+        directions.append(d)  # the grader's alone: the probe gets the moved inputs only
+    return built, directions, [reference_grads(c) for c in built], [reference(c)["out"] for c in built]
 
 
 @functools.cache
 def _dtype_cases():
-    out = []
-    for p in cases(_strategy(), 2, salt=4):
-        out += [_build(p, training=True, dtype=torch.float32), _build(p, training=True)]
-    return out
+    built = [_build(p, training=True, dtype=torch.float32) for p in cases(_strategy(), 4, salt=4)]
+    return built, [reference({k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in c.items()})
+                   for c in built]
 
 
 def prepare() -> None:
@@ -102,140 +118,134 @@ def _kind(c) -> str:
 
 @points(3, functions=(FORWARD,))
 def test_bn_forward_train_values(sub):
-    built, expected = _train_cases()
-    failed, messages = [], []
-    for c, r, e in zip(built, run_forward(sub, "train", built), expected, strict=False):
-        problem = check_out(r, e["out"])
-        if problem is None:
-            continue
-        failed.append(c)
-        if problem == "wrong":
-            hint = diagnose_out(c, r["value"]["out"])
-            problem = f"training-mode out is wrong for {_kind(c)} inputs" + (f": {hint}" if hint else "")
-        messages.append(problem)
+    built, expected, wrong, _ = _train_cases()
+    failed = []
+    for c, r, e, w in zip(built, probe(sub, FORWARD_PROBE, built, key="train"), expected, wrong, strict=True):
+        problem = out_problem(sub, r, e["out"], w)
+        if problem is not None:
+            failed.append(problem.replace("wrong", f"training-mode out is wrong for {_kind(c)} inputs", 1)
+                          if problem.startswith("wrong") else problem)
     if failed:
         raise Partial(1 - len(failed) / len(built),
-                      f"{messages[0]} ({len(failed)} of {len(built)} random inputs wrong)")
+                      f"{failed[0]} ({len(failed)} of {len(built)} random inputs wrong)")
 
 
 @points(2, functions=(FORWARD,))
 def test_bn_forward_eval_values(sub):
-    built, expected = _eval_cases()
+    """Evaluation-mode out (a value test); the running statistics left alone (counted where out is right)."""
+    built, expected, wrong, on_batch = _eval_cases()
     score = Score()
-    for c, r, e in zip(built, run_forward(sub, "eval", built), expected, strict=False):
-        problem = check_out(r, e["out"])
-        if problem == "wrong":
-            batch = reference(dict(c, training=True))["out"]
-            hint = diagnose_out(c, r["value"]["out"]) or \
-                "gamma * (x - running_mean) / sqrt(running_var + eps) + beta"
+    results = probe(sub, FORWARD_PROBE, built, key="eval")
+    for c, r, e, w, b in zip(built, results, expected, wrong, on_batch, strict=True):
+        problem = out_problem(sub, r, e["out"], w)
+        if problem is not None and problem.startswith("wrong"):
             problem = ("evaluation-mode out must use the running statistics, not the batch's"
-                       if torch.allclose(r["value"]["out"], batch, rtol=1e-6, atol=1e-8)
-                       else f"evaluation-mode out is wrong for {_kind(c)} inputs: {hint}")
+                       if torch.allclose(r["out"], b, rtol=1e-6, atol=1e-8)
+                       else f"evaluation-mode out is wrong for {_kind(c)} inputs: "
+                            + (problem[len("wrong: "):] or
+                               "gamma * (x - running_mean) / sqrt(running_var + eps) + beta"))
+        score.check(problem is None, problem or "", weight=2)
         if problem is None:
-            problem = running_problem(r, c, e)
-        score.check(problem is None, problem or "")
+            stats = running_problem(sub, r, c, e, None)
+            score.check(stats is None, stats or "")
     score.done()
 
 
 @points(2, functions=(FORWARD,))
 def test_bn_running_stats(sub):
-    built, expected = _train_cases()
+    built, expected, _, running = _train_cases()
     score = Score()
-    for c, r, e in zip(built, run_forward(sub, "train", built), expected, strict=False):
-        problem = running_problem(r, c, e)
+    results = probe(sub, FORWARD_PROBE, built, key="train")
+    for c, r, e, m in zip(built, results, expected, running, strict=True):
+        problem = running_problem(sub, r, c, e, m)
         score.check(problem is None, f"{problem} ({_kind(c)} inputs)" if problem else "")
     score.done()
 
 
 @points(2, functions=(FORWARD,))
 def test_bn_near_constant_channels(sub):
-    built, expected = _constant_cases()
+    built, expected, wrong = _constant_cases()
     score = Score()
-    for c, r, e in zip(built, run_forward(sub, "constant", built), expected, strict=False):
-        problem = check_out(r, e["out"])
-        if r["error"] is None and problem is not None and problem != "wrong":
-            if not torch.isfinite(r["value"]["out"]).all():
-                problem = ("NaN or inf on a constant channel (variance 0): add eps to the variance "
-                           "inside the square root")
-        elif problem == "wrong":
-            hint = diagnose_out(c, r["value"]["out"])
-            problem = ("wrong on a (nearly) constant channel, where eps matters"
-                       + (f": {hint}" if hint else ": normalize with (x - mean) / sqrt(var + eps)"))
+    for r, e, w in zip(probe(sub, FORWARD_PROBE, built, key="constant"), expected, wrong, strict=True):
+        problem = out_problem(sub, r, e["out"], w)
+        if problem is not None and r.ok and isinstance(r["out"], torch.Tensor) and \
+                r["out"].shape == e["out"].shape and not torch.isfinite(r["out"]).all():
+            problem = ("NaN or inf on a constant channel (variance 0): add eps to the variance inside the "
+                       "square root")
+        elif problem is not None and problem.startswith("wrong"):
+            problem = ("wrong on a (nearly) constant channel, where eps matters: "
+                       + (problem[len("wrong: "):] or "normalize with (x - mean) / sqrt(var + eps)"))
         score.check(problem is None, problem or "")
     score.done()
 
 
+def _backward(sub):
+    built, directions, grads, outs = _backward_cases()
+    return built, directions, grads, outs, probe(sub, BACKWARD_PROBE, built, key="hidden")
+
+
 @points(3, functions=(FORWARD, BACKWARD))
 def test_bn_backward_values(sub):
-    built, expected = _backward_cases()
+    """dx (2 points of 4), dgamma and dbeta (1 each), each graded on its own."""
+    built, _, grads, _, results = _backward(sub)
     score = Score()
-    for c, r, e in zip(built, run_backward(sub, "hidden", built), expected, strict=False):
-        if r["error"] is not None:
-            score.fail(r["error"], weight=4)
+    for c, r, want in zip(built, results, grads, strict=True):
+        if not r.ok:
+            score.fail(explain(sub, r.error), weight=4)
             continue
-        for name, want, weight in zip(("dx", "dgamma", "dbeta"), e, (2, 1, 1), strict=False):
-            got = r["value"][name]
-            if got.shape != want.shape:
-                of = {"dx": "x", "dgamma": "gamma", "dbeta": "beta"}[name]
-                score.fail(f"{BACKWARD} returned a {name} whose shape differs from {of}'s", weight)
-            else:
-                score.check(torch.allclose(got, want, rtol=1e-6, atol=1e-8),
-                            f"{name} is wrong for {_kind(c)} inputs"
-                            + (": dx has three terms, since the mean and the variance depend on every x_i"
-                               if name == "dx" else ""), weight)
+        for name, of, weight in GRADS:
+            problem = tensor_problem(name, r[name], want[name], of)
+            if problem is None and not torch.allclose(r[name], want[name], rtol=1e-6, atol=1e-8):
+                problem = f"{name} is wrong for {_kind(c)} inputs" + (
+                    ": dx has three terms, since the mean and the variance depend on every x_i"
+                    if name == "dx" else "")
+            score.check(problem is None, problem or "", weight)
     score.done()
 
 
 @points(1, functions=(FORWARD, BACKWARD))
 def test_bn_backward_numeric(sub):
-    """The student's backward is the derivative of the student's forward (central differences)."""
-    built, _ = _backward_cases()
+    """Property: where the student's forward is right, their backward is its derivative (central differences
+    of their own forward, computed here from its outputs at the moved inputs)."""
+    built, directions, _, outs, results = _backward(sub)
     score = Score()
-    for c, r in zip(built, run_backward(sub, "hidden", built), strict=False):
-        if r["error"] is not None:
-            score.fail(r["error"])
+    for c, d, out, r in zip(built, directions, outs, results, strict=True):
+        problem = (explain(sub, r.error) if not r.ok
+                   else tensor_problem(f"{FORWARD}'s out", r["out"], out, "x"))
+        if problem is None and not torch.allclose(r["out"], out, rtol=1e-6, atol=1e-8):
+            problem = f"{FORWARD}'s out is wrong"
+        if problem is not None:
+            score.check_if(False, False, "", why_not=problem)
             continue
-        v = r["value"]
-        if v["dx"].shape != c["x"].shape or v["dgamma"].shape != c["gamma"].shape or \
-                v["dbeta"].shape != c["beta"].shape:
-            score.fail(f"{BACKWARD} returned gradients of the wrong shapes")
-            continue
-        numeric = (v["plus"] - v["minus"]) / (2 * c["h"])
-        analytic = float((v["dx"].double() * c["vx"]).sum() + (v["dgamma"].double() * c["vgamma"]).sum()
-                         + (v["dbeta"].double() * c["vbeta"]).sum())
-        score.check(abs(numeric - analytic) <= 1e-5 * max(1.0, abs(numeric)),
-                    f"your backward disagrees with a numeric derivative of your own forward "
-                    f"({_kind(c)} inputs)")
-    score.done()
+        ok = False
+        grads = [r[name] for name, _, _ in GRADS]
+        if all(isinstance(t, torch.Tensor) and t.shape == c[of].shape for t, (_, of, _) in zip(grads, GRADS,
+                                                                                             strict=True)) \
+                and all(isinstance(r[k], torch.Tensor) and r[k].shape == out.shape for k in ("out_plus",
+                                                                                             "out_minus")):
+            numeric = float((c["dout"] * (r["out_plus"].double() - r["out_minus"].double())).sum()) / (2 * _H)
+            terms = [(g.double() * d[of]) for g, (_, of, _) in zip(grads, GRADS, strict=True)]
+            analytic = float(sum(t.sum() for t in terms))
+            scale = float(sum(t.abs().sum() for t in terms)) + float((c["dout"] * out).abs().sum())
+            ok = abs(numeric - analytic) <= 1e-6 * scale + 1e-9
+        score.check(ok, f"your backward disagrees with a numeric derivative of your own forward "
+                        f"({_kind(c)} inputs)")
+    score.done(nothing_counted="not checked: your forward gave wrong values on every input of this test")
 
 
 @points(1, functions=(FORWARD,))
-def test_bn_dtypes_and_device(sub):
-    built = _dtype_cases()
-    results = run_forward(sub, "dtypes", built)
+def test_bn_dtypes(sub):
+    """Property: float32 inputs give float32 outputs and running statistics, as close to the reference as
+    float32 allows (counted on the cases whose values are right)."""
+    built, expected = _dtype_cases()
     score = Score()
-    for i in range(0, len(built), 2):
-        r32, r64 = results[i], results[i + 1]
-        if r32["error"] or r64["error"]:
-            score.fail(r32["error"] or r64["error"])
-            continue
-        o32, o64 = r32["value"]["out"], r64["value"]["out"]
-        score.check(o32.dtype == torch.float32 and o64.dtype == torch.float64,
-                    f"out should have x's dtype (got {o32.dtype} for float32 and {o64.dtype} for float64)")
-        score.check(o32.shape == o64.shape and torch.allclose(o32.double(), o64, rtol=1e-4, atol=1e-4),
-                    "out in float32 is far from out in float64 on the same input")
-        score.check(r32["value"]["running_var"].dtype == torch.float32,
-                    "the running statistics should keep their dtype (float32 here)")
-    cuda = sub.run("batchnorm.forward", cases=built[:2], device="cuda")
-    if cuda["cuda"]:
-        for r, cpu in zip(cuda["results"], results[:2], strict=False):
-            if r["error"] is not None:
-                score.fail(f"on CUDA: {r['error']}")
-                continue
-            score.check(r["value"]["device"] == "cuda",
-                        "out is on the CPU for a CUDA input: create new tensors on x.device")
-            if cpu["error"] is None:
-                same = torch.allclose(r["value"]["out"].double(), cpu["value"]["out"].double(), rtol=1e-4,
-                                      atol=1e-4)
-                score.check(same, "different results on CUDA and on the CPU")
-    score.done()
+    for r, e in zip(probe(sub, FORWARD_PROBE, built, key="dtypes"), expected, strict=True):
+        out = r["out"] if r.ok else None
+        right = isinstance(out, torch.Tensor) and out.shape == e["out"].shape and \
+            bool(torch.isfinite(out).all()) and torch.allclose(out.double(), e["out"], rtol=1e-4, atol=1e-4)
+        why = explain(sub, r.error) if not r.ok else "out in float32 is wrong"
+        score.check_if(right, out is not None and out.dtype == torch.float32
+                       and r["running_var"].dtype == torch.float32,
+                       f"out should have x's dtype (float32 here, got {getattr(out, 'dtype', None)})",
+                       why_not=why)
+    score.done(nothing_counted="not checked: no float32 input gave right values")

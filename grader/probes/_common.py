@@ -1,77 +1,78 @@
-"""Helpers shared by the probes (child side): call one case, keep its error, check what came back.
+"""Helpers shared by the probes (the sandbox's side): call the student's function, keep what it returned.
 
 A probe runs a list of cases in one call (one round trip per test, not per case) and returns, for each case,
-either the student's outputs or the reason the case failed, so that one case crashing costs that case only.
-``StudentError`` (a missing function, an off-limits call, a timeout) is not per case: it ends the probe.
+``{"value": {...}}`` (the student's raw outputs and the case's inputs as they are after the call) or
+``{"error": {...}}`` (``grader.submission.case_error``), so that one case going wrong costs that case only.
+Nothing here judges the outputs: the grader does, with its own references, after validating the reply.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..submission import StudentError, describe_exception
+from ..submission import StudentError, call, case_error
+
+__all__ = ["attempt", "raw", "pair", "student"]
 
 
-class CaseError(Exception):
-    """One case went wrong on the student's side; the message is for the student."""
+class BadReturn(Exception):
+    """The student's function returned something of the wrong structure (not a tuple of the right length)."""
+
+    def __init__(self, function: str, got, expected: str):
+        super().__init__(function)
+        self.error = {"kind": "bad_return", "function": function, "type": type(got).__name__[:100],
+                      "len": len(got) if isinstance(got, (tuple, list)) else None, "expected": expected}
 
 
-def attempt(fn, *args, **kwargs) -> dict:
-    """``{"value": fn(...)}`` or ``{"error": message}``; StudentError passes through."""
+def attempt(function: str, thunk) -> dict:
+    """``{"value": thunk()}``, or ``{"error": ...}`` describing what the student's ``function`` did wrong.
+
+    ``function`` is the student function the case calls first (a backward case calls the forward first:
+    ``thunk`` may raise ``_Blame`` to name another one).
+    """
     try:
-        return {"value": fn(*args, **kwargs), "error": None}
-    except StudentError:
-        raise
-    except CaseError as exc:
-        return {"value": None, "error": str(exc)}
-    except Exception as exc:
-        return {"value": None, "error": describe_exception(exc, limit=400)}
+        return {"value": thunk()}
+    except BadReturn as exc:
+        return {"error": exc.error}
+    except _Blame as exc:
+        return {"error": case_error(exc.cause, exc.function)}
+    except RecursionError:
+        return {"error": {"kind": "raised", "function": function, "type": "RecursionError",
+                          "message": "maximum recursion depth exceeded", "where": []}}
+    except Exception as exc:  # the student's code may raise anything
+        return {"error": case_error(exc, function)}
 
 
-def student_call(ns: dict, name: str, *args, **kwargs):
-    """Call the student's ``name``; an exception it raises becomes a CaseError naming the function."""
-    from ..submission import call
+class _Blame(Exception):
+    def __init__(self, function: str, cause: BaseException):
+        super().__init__(function)
+        self.function, self.cause = function, cause
 
+
+def student(ns: dict, name: str, *args, **kwargs):
+    """Call the student's ``name``; whatever it raises is reported as ``name``'s error."""
     try:
         return call(ns, name, *args, **kwargs)
-    except (StudentError, CaseError):  # a CaseError: raised by a probe's own callback (e.g. grad_fn)
+    except (BadReturn, _Blame):
         raise
-    except NotImplementedError:
-        raise CaseError(f"{name} is not written yet (it raises NotImplementedError): replace the "
-                        f"`raise NotImplementedError()` with your code") from None
+    except StudentError as exc:
+        raise _Blame(name, exc) from None
     except Exception as exc:
-        raise CaseError(f"{name} raised {describe_exception(exc, limit=400)}") from None
+        raise _Blame(name, exc) from None
 
 
-def tensor_out(value, name: str, what: str = "its result") -> torch.Tensor:
-    """``value`` if it is a tensor, else a CaseError saying what ``name`` returned instead."""
+def raw(value):
+    """What the student returned, as plain data: a tensor (detached, a plain ``torch.Tensor``), None, or a
+    description ``{"type": name}`` of anything else."""
     if isinstance(value, torch.Tensor):
-        return value
-    raise CaseError(f"{name} should return {what} as a torch.Tensor, got {type(value).__name__}")
+        return torch.Tensor.detach(value)
+    if value is None:
+        return None
+    return {"type": type(value).__name__[:100]}
 
 
-def unpack(value, name: str, count: int, what: str) -> tuple:
-    """``value`` as a tuple of ``count`` items (``what`` names them), else a CaseError."""
+def pair(function: str, value, count: int, expected: str) -> tuple:
+    """``value`` as a tuple of ``count`` items, else ``BadReturn`` (``expected`` names them)."""
     if not isinstance(value, (tuple, list)) or len(value) != count:
-        got = (f"a {type(value).__name__} of length {len(value)}" if isinstance(value, (tuple, list))
-               else type(value).__name__)
-        raise CaseError(f"{name} should return a tuple {what}, got {got}")
+        raise BadReturn(function, value, expected)
     return tuple(value)
-
-
-def changed(before: torch.Tensor, after: torch.Tensor) -> bool:
-    """Whether a tensor handed to the student was modified (in place) by their code."""
-    if before.shape != after.shape or before.dtype != after.dtype:
-        return True
-    return not torch.equal(before.cpu(), after.detach().cpu())
-
-
-def to_device(t, device: str):
-    return t.to(device) if isinstance(t, torch.Tensor) else t
-
-
-def cuda_available() -> bool:
-    try:
-        return bool(torch.cuda.is_available())
-    except Exception:  # a child without access to the driver
-        return False

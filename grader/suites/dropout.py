@@ -1,55 +1,51 @@
-"""Visible tests of the ``dropout`` assignment: evaluation mode, p = 0, one small seeded input, the backward.
+"""Visible tests of the ``dropout`` assignment: one small seeded input, evaluation mode, p = 0, the backward.
 
 The student writes ``dropout_forward(x, p, training, generator=None) -> (out, mask)`` (inverted dropout:
 kept units scaled by 1/(1 - p); ``mask`` the boolean keep-mask, None in evaluation mode) and
-``dropout_backward(dout, mask, p) -> dx``. A random mask cannot be compared with the reference's, so the
-tests check what defines dropout: ``out == x * mask / (1 - p)`` for the student's own mask, the keep rate
-and the independence of the mask (hidden, statistical), and ``tricksref.dropout`` where it is deterministic
-(evaluation mode, p = 0, p = 1).
+``dropout_backward(dout, mask, p) -> dx``. A random mask cannot be compared with a reference's, so the tests
+check what defines dropout for the student's own mask: the kept units are x / (1 - p), the others 0, and
+the mask keeps some units and drops others. Evaluation mode and p = 0, where returning x is right, count only
+for a forward that also drops units correctly (an identity function earns nothing).
 """
 
 from __future__ import annotations
 
 import torch
 
-from grader.suite import Score, memo, points
+from grader.expected import load
+from grader.replies import ECHO, OUT, Spec
+from grader.suite import Probe, Score, explain, points, probe
 
 FORWARD, BACKWARD = "dropout_forward", "dropout_backward"
 
-
-def reference_deterministic(x, p, training):
-    """``tricksref.dropout`` where it has no randomness: evaluation mode, p = 0, p = 1."""
-    import tricksref
-
-    return tricksref.dropout(x, p=p, training=training)
+FORWARD_PROBE = Probe("dropout.forward", Spec({"out": OUT, "mask": OUT, "x": ECHO("x")}), (FORWARD,))
+BACKWARD_PROBE = Probe("dropout.backward", Spec({"dx": OUT, "dout": ECHO("dout")}), (BACKWARD,))
 
 
-def expected_from_mask(x: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout given the keep-mask: kept units times 1/(1 - p), the others 0 (DESIGN.md)."""
-    if p >= 1:
-        return torch.zeros_like(x)
-    return torch.where(mask, x / (1 - p), torch.zeros_like(x))
+def tensor_problem(name: str, got, like: torch.Tensor) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"{name} is {'None' if got is None else 'a ' + got['type']}, not a torch.Tensor"
+    if got.shape != like.shape:
+        return f"{name} does not have the input's shape"
+    if got.dtype != like.dtype:
+        return f"{name} has dtype {got.dtype} for a {like.dtype} input: keep the input's dtype"
+    if not torch.isfinite(got).all():
+        return f"{name} holds NaN or inf"
+    return None
 
 
-def run_forward(sub, key, cases):
-    return memo(sub, ("dropout.forward", key), lambda: sub.run("dropout.forward", cases=cases)["results"])
-
-
-def run_backward(sub, key, cases):
-    return memo(sub, ("dropout.backward", key), lambda: sub.run("dropout.backward", cases=cases)["results"])
-
-
-def mask_problem(r: dict, x: torch.Tensor) -> str | None:
-    """None if a training-mode result has a boolean keep-mask of x's shape and an out of x's shape/dtype."""
-    if r["error"] is not None:
-        return r["error"]
-    out, mask = r["value"]["out"], r["value"]["mask"]
-    if out.shape != x.shape:
-        return f"{FORWARD} returned an out whose shape differs from x's"
-    if out.dtype != x.dtype:
-        return f"{FORWARD} returned out of dtype {out.dtype} for a {x.dtype} input: keep x's dtype"
+def mask_problem(sub, r, x: torch.Tensor) -> str | None:
+    """None if a training result has an out of x's shape and dtype and a boolean keep-mask of x's shape."""
+    if not r.ok:
+        return explain(sub, r.error)
+    problem = tensor_problem(f"{FORWARD}'s out", r["out"], x)
+    if problem is not None:
+        return problem
+    mask = r["mask"]
     if mask is None:
         return f"{FORWARD} returned mask None in training mode: return the boolean keep-mask"
+    if not isinstance(mask, torch.Tensor):
+        return f"{FORWARD} returned a mask that is a {mask['type']}, not a boolean torch.Tensor"
     if mask.dtype != torch.bool:
         return f"{FORWARD} returned a mask of dtype {mask.dtype}: make it boolean (e.g. rand(...) >= p)"
     if mask.shape != x.shape:
@@ -57,20 +53,25 @@ def mask_problem(r: dict, x: torch.Tensor) -> str | None:
     return None
 
 
-def scaling_problem(r: dict, x: torch.Tensor, p: float) -> str | None:
-    """None if ``out == x * mask / (1 - p)`` for the student's mask, else a diagnosis."""
-    problem = mask_problem(r, x)
+def scaling_problem(sub, r, x: torch.Tensor, p: float) -> str | None:
+    """None if, for the student's own mask, the kept units are x / (1 - p) and the dropped ones 0, and the
+    mask keeps some units and drops others (for the cases here, whose masks would otherwise have a chance
+    below 1e-15); else a diagnosis."""
+    problem = mask_problem(sub, r, x)
     if problem is not None:
         return problem
-    out, mask = r["value"]["out"], r["value"]["mask"]
-    if not torch.isfinite(out).all():
-        return f"{FORWARD} returned NaN or inf"
-    if torch.allclose(out, expected_from_mask(x, mask, p), rtol=1e-6, atol=1e-7):
+    out, mask = r["out"], r["mask"]
+    if bool(mask.all()) or not bool(mask.any()):
+        return (f"your mask {'keeps' if mask.all() else 'drops'} every unit at p = {p}: draw one random "
+                f"number per unit and keep the unit with probability 1 - p")
+    dropped_zero = bool((out[~mask] == 0).all())
+    kept = out[mask]
+    if dropped_zero and torch.allclose(kept * (1 - p), x[mask], rtol=1e-6, atol=1e-7):
         return None
-    if torch.allclose(out, torch.where(mask, x, torch.zeros_like(x)), rtol=1e-6, atol=1e-7):
+    if dropped_zero and torch.allclose(kept, x[mask], rtol=1e-6, atol=1e-7):
         return ("the kept units are not rescaled: inverted dropout multiplies them by 1 / (1 - p) in "
                 "training, so that nothing changes at test time")
-    if torch.allclose(out, expected_from_mask(x, ~mask, p), rtol=1e-6, atol=1e-7):
+    if bool((out[mask] == 0).all()) and torch.allclose(out[~mask] * (1 - p), x[~mask], rtol=1e-6, atol=1e-7):
         return "your mask is True where a unit is DROPPED: return the keep-mask (True where a unit is kept)"
     return "out is not x * mask / (1 - p) for the mask you return"
 
@@ -78,90 +79,123 @@ def scaling_problem(r: dict, x: torch.Tensor, p: float) -> str | None:
 # -------------------------------------------------------------------------------------------- visible cases
 
 _g = torch.Generator().manual_seed(2)
-X_SMALL = torch.randn(4, 8, generator=_g, dtype=torch.float64)
+X_SMALL = torch.randn(8, 16, generator=_g, dtype=torch.float64)
 EVAL_CASES = [{"x": X_SMALL, "p": p, "training": False, "seed": 0} for p in (0.5, 0.9)]
 P0_CASE = {"x": X_SMALL, "p": 0.0, "training": True, "seed": 1}
 SMALL_CASES = [{"x": X_SMALL, "p": 0.5, "training": True, "seed": 3},
                {"x": X_SMALL, "p": 0.25, "training": True, "seed": 4}]
 ALL_VISIBLE = EVAL_CASES + [P0_CASE] + SMALL_CASES
-MASK_SMALL = torch.rand(4, 8, generator=_g) >= 0.5
-DOUT_SMALL = torch.randn(4, 8, generator=_g, dtype=torch.float64)
+MASK_SMALL = torch.rand(8, 16, generator=_g) >= 0.5
+DOUT_SMALL = torch.randn(8, 16, generator=_g, dtype=torch.float64)
 BACKWARD_SMALL = [{"dout": DOUT_SMALL, "mask": MASK_SMALL, "p": 0.5},
                   {"dout": DOUT_SMALL, "mask": None, "p": 0.5}]
+NOTE = "(visible (8, 16) input, p={p})"
 
 
 def _visible(sub):
-    return run_forward(sub, "visible", ALL_VISIBLE)
+    return probe(sub, FORWARD_PROBE, ALL_VISIBLE, key="visible")
 
 
-@points(1, functions=(FORWARD,))
-def test_dropout_eval_is_identity(sub):
-    score = Score()
-    for c, r in zip(EVAL_CASES, _visible(sub)[:2], strict=False):
-        if r["error"] is not None:
-            score.fail(r["error"])
-            continue
-        out, mask = r["value"]["out"], r["value"]["mask"]
-        want = reference_deterministic(c["x"], c["p"], False)
-        score.check(out.shape == want.shape and torch.equal(out, want),
-                    "in evaluation mode (training=False) out must be x itself: nothing is dropped or "
-                    "rescaled")
-        score.check(mask is None, "in evaluation mode mask must be None")
-    score.done()
+def forward_drops(sub) -> str | None:
+    """None if the forward drops and scales units right on the small visible training cases, else why not:
+    the gate of the tests where returning x is right."""
+    for c, r in zip(SMALL_CASES, _visible(sub)[3:], strict=True):
+        problem = scaling_problem(sub, r, c["x"], c["p"])
+        if problem is not None:
+            return problem
+    return None
 
 
-@points(1, functions=(FORWARD,))
-def test_dropout_p0_keeps_everything(sub):
-    r = _visible(sub)[2]
-    if r["error"] is not None:
-        raise AssertionError(r["error"])
-    out, mask = r["value"]["out"], r["value"]["mask"]
-    want = reference_deterministic(X_SMALL, 0.0, True)
-    assert out.shape == want.shape and torch.allclose(out, want, rtol=1e-12, atol=0), \
-        "with p = 0 nothing is dropped and 1 / (1 - p) = 1: out must equal x"
-    all_kept = isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and bool(mask.all())
-    assert mask is None or all_kept, "with p = 0 every unit is kept: the keep-mask must be all True"
+def _gate(sub, what: str) -> None:
+    problem = forward_drops(sub)
+    if problem is not None:
+        raise AssertionError(f"{what} counts only once training mode drops units right (an identity function "
+                             f"would pass it): see test_dropout_small ({problem})")
 
 
 @points(1, functions=(FORWARD,))
 def test_dropout_small(sub):
     score = Score()
-    for c, r in zip(SMALL_CASES, _visible(sub)[3:], strict=False):
-        problem = scaling_problem(r, c["x"], c["p"])
-        score.check(problem is None, f"{problem} (visible (4, 8) input, p={c['p']})")
+    for c, r in zip(SMALL_CASES, _visible(sub)[3:], strict=True):
+        problem = scaling_problem(sub, r, c["x"], c["p"])
+        score.check(problem is None, f"{problem} {NOTE.format(p=c['p'])}")
     score.done()
+
+
+@points(1, functions=(FORWARD,))
+def test_dropout_eval_is_identity(sub):
+    _gate(sub, "evaluation mode")
+    score = Score()
+    for r, want in zip(_visible(sub)[:2], load("dropout")["eval"], strict=True):
+        if not r.ok:
+            score.fail(explain(sub, r.error))
+            continue
+        out = r["out"]
+        score.check(isinstance(out, torch.Tensor) and out.shape == want.shape and torch.equal(out, want),
+                    "in evaluation mode (training=False) out must be x itself: nothing is dropped or "
+                    "rescaled")
+        score.check(r["mask"] is None, "in evaluation mode mask must be None")
+    score.done()
+
+
+@points(1, functions=(FORWARD,))
+def test_dropout_p0_keeps_everything(sub):
+    _gate(sub, "p = 0")
+    r = _visible(sub)[2]
+    if not r.ok:
+        raise AssertionError(explain(sub, r.error))
+    out, mask, want = r["out"], r["mask"], load("dropout")["p0"]
+    assert isinstance(out, torch.Tensor) and out.shape == want.shape and \
+        torch.allclose(out, want, rtol=1e-12, atol=0), \
+        "with p = 0 nothing is dropped and 1 / (1 - p) = 1: out must equal x"
+    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool and mask.shape == want.shape \
+        and bool(mask.all()), "with p = 0 every unit is kept: the keep-mask must be all True (not None)"
+
+
+def backward_problem(sub, r, c: dict, want: torch.Tensor) -> str | None:
+    if not r.ok:
+        return explain(sub, r.error)
+    dx = r["dx"]
+    problem = tensor_problem(f"{BACKWARD}'s dx", dx, c["dout"])
+    if problem is not None:
+        return problem
+    if c["mask"] is None:
+        return None if torch.equal(dx, c["dout"]) else \
+            "with mask None (evaluation mode) dropout_backward must return dout unchanged"
+    if torch.allclose(dx, want, rtol=1e-6, atol=1e-7):
+        return None
+    if c["p"] > 0 and torch.allclose(dx[c["mask"]], c["dout"][c["mask"]]):
+        return "dx is not rescaled: dx = dout * mask / (1 - p), as in the forward"
+    return ("dx must be dout * mask / (1 - p): the gradient flows through the kept units, scaled as in the "
+            "forward")
 
 
 @points(1, functions=(BACKWARD,))
 def test_dropout_backward_small(sub):
+    """dx for a given mask (a value test); with mask None, dx = dout counts only once the masked case is
+    right (an identity function would pass it)."""
+    results = probe(sub, BACKWARD_PROBE, BACKWARD_SMALL, key="visible")
+    wants = load("dropout")["backward"]
+    masked = backward_problem(sub, results[0], BACKWARD_SMALL[0], wants[0])
     score = Score()
-    for c, r in zip(BACKWARD_SMALL, run_backward(sub, "visible", BACKWARD_SMALL), strict=False):
-        if r["error"] is not None:
-            score.fail(r["error"])
-            continue
-        dx = r["value"]["dx"]
-        if c["mask"] is None:
-            score.check(dx.shape == c["dout"].shape and torch.equal(dx, c["dout"]),
-                        "with mask None (evaluation mode) dropout_backward must return dout unchanged")
-        else:
-            want = expected_from_mask(c["dout"], c["mask"], c["p"])
-            score.check(dx.shape == want.shape and torch.allclose(dx, want, rtol=1e-6, atol=1e-7),
-                        "dx must be dout * mask / (1 - p): the gradient flows through the kept units, scaled "
-                        "as in the forward")
+    score.check(masked is None, f"{masked} {NOTE.format(p=0.5)}")
+    if masked is None:
+        problem = backward_problem(sub, results[1], BACKWARD_SMALL[1], wants[1])
+        score.check(problem is None, problem or "")
     score.done()
 
 
 @points(1, functions=(FORWARD, BACKWARD))
 def test_dropout_inputs_unmodified(sub):
+    """Property: on the cases whose results are right, x and dout are left as they were."""
     score = Score()
-    for r in _visible(sub):
-        if r["error"] is not None:
-            score.fail(r["error"])
-        else:
-            score.check(not r["value"]["modified"], f"{FORWARD} modified x in place: return a new tensor")
-    for r in run_backward(sub, "visible", BACKWARD_SMALL):
-        if r["error"] is not None:
-            score.fail(r["error"])
-        else:
-            score.check(not r["value"]["modified"], f"{BACKWARD} modified dout in place: return a new tensor")
-    score.done()
+    for c, r in zip(SMALL_CASES, _visible(sub)[3:], strict=True):
+        problem = scaling_problem(sub, r, c["x"], c["p"])
+        score.check_if(problem is None, problem is None and torch.equal(r["x"], c["x"]),
+                       f"{FORWARD} modified x in place: return a new tensor", why_not=problem or "")
+    results = probe(sub, BACKWARD_PROBE, BACKWARD_SMALL, key="visible")
+    c, r = BACKWARD_SMALL[0], results[0]
+    problem = backward_problem(sub, r, c, load("dropout")["backward"][0])
+    score.check_if(problem is None, problem is None and torch.equal(r["dout"], c["dout"]),
+                   f"{BACKWARD} modified dout in place: return a new tensor", why_not=problem or "")
+    score.done(nothing_counted="not checked: neither function gives right results on the visible input yet")

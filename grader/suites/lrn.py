@@ -1,50 +1,52 @@
 """Visible tests of the ``lrn`` assignment: the lecture's worked examples and small inputs.
 
 The student writes ``lrn_inter(a, n, k, alpha, beta)`` and ``lrn_intra(a, n, k, alpha, beta)`` with the
-lecture's (AlexNet) convention; the reference is ``tricksref.local_response_norm(..., convention="alexnet")``.
-These tests and their cases ship with the exercises (``from grader import check``); the random cases, the
-borders, the gradients and the dtypes are in the hidden part.
+lecture's (AlexNet) convention. These tests and their cases ship with the exercises (``from grader import
+check``), their expected values as data (``grader.expected``); the random cases, the borders, the gradients
+and the dtypes are in the hidden part.
 """
 
 from __future__ import annotations
 
 import torch
 
-from grader.suite import Score, memo, points
+from grader.expected import load
+from grader.replies import ECHO, OUT, Spec
+from grader.suite import Probe, Score, explain, points, probe
 
 FUNCTIONS = ("lrn_inter", "lrn_intra")
 RTOL, ATOL = 1e-6, 1e-9  # float64 cases: only the order of operations may differ
 
-
-def reference(a, n, k, alpha, beta, mode):
-    import tricksref
-
-    return tricksref.local_response_norm(a, n, alpha=alpha, beta=beta, k=k, mode=mode, convention="alexnet")
+FORWARD = Probe("lrn.forward", Spec({"out": OUT, "a": ECHO("a")}), FUNCTIONS)
+GRAD = Probe("lrn.grad", Spec({"out": OUT, "grad": OUT, "out_plus": OUT, "out_minus": OUT}), FUNCTIONS)
 
 
 def case(a, n, k, alpha, beta) -> dict:
     return {"a": a, "n": n, "k": k, "alpha": alpha, "beta": beta}
 
 
-def run_forward(sub, fn: str, key: str, cases: list) -> list:
-    """The student's outputs on ``cases`` (one round trip per submission, shared by the tests)."""
-    return memo(sub, ("lrn.forward", fn, key), lambda: sub.run("lrn.forward", fn=fn, cases=cases)["results"])
-
-
-def compare(fn: str, result: dict, expected: torch.Tensor, *, rtol=RTOL, atol=ATOL) -> str | None:
-    """None if the student's output matches ``expected``, else what is wrong (without printing the case)."""
-    if result["error"] is not None:
-        return result["error"]
-    out = result["value"]["out"]
-    if out.shape != expected.shape:
+def output_problem(fn: str, out, like: torch.Tensor) -> str | None:
+    """None if ``out`` is a finite tensor of ``like``'s shape and dtype, else what is wrong with it."""
+    if not isinstance(out, torch.Tensor):
+        what = "None" if out is None else f"a {out['type']}"
+        return f"{fn} returned {what}, not a torch.Tensor"
+    if out.shape != like.shape:
         return f"{fn} returned a tensor whose shape differs from its input's: keep the shape (B, C, H, W)"
-    if out.dtype != expected.dtype:
-        return f"{fn} returned dtype {out.dtype} for a {expected.dtype} input: keep the input's dtype"
+    if out.dtype != like.dtype:
+        return f"{fn} returned dtype {out.dtype} for a {like.dtype} input: keep the input's dtype"
     if not torch.isfinite(out).all():
         return f"{fn} returned NaN or inf where the result is finite"
-    if not torch.allclose(out, expected, rtol=rtol, atol=atol):
-        return f"{fn} gives wrong values"
     return None
+
+
+def compare(sub, fn: str, r, expected: torch.Tensor, *, rtol=RTOL, atol=ATOL) -> str | None:
+    """None if the case's output matches ``expected``, else what is wrong (never the case's values)."""
+    if not r.ok:
+        return explain(sub, r.error)
+    problem = output_problem(fn, r["out"], expected)
+    if problem is None and not torch.allclose(r["out"], expected, rtol=rtol, atol=atol):
+        problem = f"{fn} gives wrong values"
+    return problem
 
 
 # ------------------------------------------------------------------------------------------- visible cases
@@ -62,47 +64,57 @@ SMALL = [case(torch.randn(2, 5, 3, 4, generator=_g, dtype=torch.float64), 3, 2.0
          case(torch.randn(1, 4, 5, 5, generator=_g, dtype=torch.float64), 4, 1.0, 0.1, 0.5)]
 
 
-def _small_test(sub, fn: str, mode: str) -> None:
-    results = run_forward(sub, fn, "small", SMALL)
+def _note(c) -> str:
+    return (f"(visible input of shape {tuple(c['a'].shape)}, n={c['n']}, k={c['k']}, alpha={c['alpha']}, "
+            f"beta={c['beta']})")
+
+
+def small_results(sub, fn: str) -> tuple[list, list[str | None]]:
+    """The student's results on the small visible cases, and each one's problem (None: right)."""
+    results = probe(sub, FORWARD, SMALL, key="small", fn=fn)
+    expected = load("lrn")[f"small/{fn}"]
+    return results, [compare(sub, fn, r, e) for r, e in zip(results, expected, strict=True)]
+
+
+def _small_test(sub, fn: str) -> None:
+    _, problems = small_results(sub, fn)
     score = Score()
-    for c, r in zip(SMALL, results, strict=False):
-        problem = compare(fn, r, reference(c["a"], c["n"], c["k"], c["alpha"], c["beta"], mode))
-        score.check(problem is None, f"{problem} on the visible input of shape {tuple(c['a'].shape)} with "
-                                     f"n={c['n']}, k={c['k']}, alpha={c['alpha']}, beta={c['beta']}")
+    for c, problem in zip(SMALL, problems, strict=True):
+        score.check(problem is None, f"{problem} {_note(c)}")
     score.done()
 
 
 @points(1, functions=("lrn_inter",))
 def test_lrn_inter_worked_example(sub):
-    results = run_forward(sub, "lrn_inter", "worked", [WORKED_INTER])
-    r = results[0]
-    if r["error"] is not None:
-        raise AssertionError(r["error"])
-    out = r["value"]["out"]
-    if out.shape != (1, 3, 1, 1):
-        raise AssertionError(f"lrn_inter returned shape {tuple(out.shape)} for the lecture's example of "
-                             f"shape (1, 3, 1, 1): keep the input's shape")
-    got = float(out[0, 1, 0, 0])
+    (r,) = probe(sub, FORWARD, [WORKED_INTER], key="worked", fn="lrn_inter")
+    if not r.ok:
+        raise AssertionError(explain(sub, r.error))
+    problem = output_problem("lrn_inter", r["out"], WORKED_INTER["a"])
+    assert problem is None, f"{problem} (the lecture's example, shape (1, 3, 1, 1))"
+    got = float(r["out"][0, 1, 0, 0])
     assert abs(got - 1 / 9) < 1e-9, (
         f"the lecture's example (neighbours 2, 1, 2 with n=2, k=0, alpha=1, beta=1) gives 1/9 = 0.1111 for "
         f"the middle channel, your lrn_inter gives {got:.4f}"
         + (": alpha must not be divided by n" if abs(got - 1 / 4.5) < 1e-9 else "")
         + (": the window must run from i - n/2 to i + n/2 (3 channels for n = 2)"
            if abs(got - 1 / 5) < 1e-9 else ""))
+    # the edge channels (2 / (4 + 1)) as well: a constant output could not get the middle one by chance
+    assert torch.allclose(r["out"].flatten(), torch.tensor([0.4, 1 / 9, 0.4], dtype=torch.float64)), (
+        "the lecture's example: the middle channel is right, the first and last are not (2 / (4 + 1) = 0.4, "
+        "the window clipped at the borders)")
 
 
 @points(1, functions=("lrn_inter",))
 def test_lrn_inter_small_input(sub):
-    _small_test(sub, "lrn_inter", "inter")
+    _small_test(sub, "lrn_inter")
 
 
 @points(1, functions=("lrn_intra",))
 def test_lrn_intra_worked_example(sub):
-    r = run_forward(sub, "lrn_intra", "worked", [WORKED_INTRA])[0]
-    problem = compare("lrn_intra", r, WORKED_INTRA_EXPECTED)
+    (r,) = probe(sub, FORWARD, [WORKED_INTRA], key="worked", fn="lrn_intra")
+    problem = compare(sub, "lrn_intra", r, WORKED_INTRA_EXPECTED)
     if problem == "lrn_intra gives wrong values":
-        got = r["value"]["out"][0, 0]
-        want = WORKED_INTRA_EXPECTED[0, 0]
+        got, want = r["out"][0, 0], WORKED_INTRA_EXPECTED[0, 0]
         where = []
         if abs(float(got[1, 1] - want[1, 1])) > 1e-9:
             where.append("the centre")
@@ -118,17 +130,18 @@ def test_lrn_intra_worked_example(sub):
 
 @points(1, functions=("lrn_intra",))
 def test_lrn_intra_small_input(sub):
-    _small_test(sub, "lrn_intra", "intra")
+    _small_test(sub, "lrn_intra")
 
 
 @points(1, functions=FUNCTIONS)
 def test_lrn_inputs_unmodified(sub):
+    """Property: on the small cases whose values are right, the input ``a`` is left as it was."""
     score = Score()
     for fn in FUNCTIONS:
-        for r in run_forward(sub, fn, "small", SMALL):
-            if r["error"] is None:
-                score.check(not r["value"]["modified"],
-                            f"{fn} modified its input a in place: compute the result in a new tensor")
-            else:
-                score.fail(r["error"])
-    score.done()
+        results, problems = small_results(sub, fn)
+        for c, r, problem in zip(SMALL, results, problems, strict=True):
+            score.check_if(problem is None, torch.equal(r["a"], c["a"]),
+                           f"{fn} modified its input a in place: compute the result in a new tensor",
+                           why_not=problem or "")
+    score.done(nothing_counted="not checked: no small input gave right values yet (see the small-input "
+                               "tests)")
