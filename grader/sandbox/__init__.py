@@ -11,9 +11,13 @@ child process; the grader's process never imports or executes the student's code
 - this module: the grader's side, with wall-clock timeouts per call and per notebook, a fresh child after a
   crash or a timeout, and the student's stdout/stderr captured apart from the grader's own output.
 
-Where the machine allows no namespaces (not root, and unprivileged user namespaces disabled) the sandbox
-still applies the limits, a scratch folder and kills what the student leaves behind, and warns once that the
-student's code can see the file system and the network.
+Where the machine allows no namespaces (not root, and unprivileged user namespaces disabled) the fork server
+refuses to start, unless ``isolation="none"`` is asked for explicitly: then the sandbox still applies the
+limits, the seccomp filter and a scratch folder, kills what the student leaves behind, and warns once that
+the student's code can see the file system and the network.
+
+A sandbox that dies before it said "ready" (before any student code ran) is a failure of the grader: the
+submission's ``internal`` is set, and the grader reports it instead of scoring it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import transport
-from ..submission import StudentError, Submission
+from ..report import safe_text
+from ..submission import GraderError, ProbeInterference, StudentError, Submission
 from .limits import Limits
 from .protocol import Closed, FrameTooLarge, Timeout, recv_frame, send_frame
 
@@ -122,8 +127,9 @@ class ForkServer:
     Args:
         extra_probes: ``{assignment: path}`` of probe modules to pre-import as ``grader.probes.<assignment>``
             (tests register a tiny assignment this way). Default: none.
-        isolation: ``"auto"`` (the strongest the machine allows), ``"namespaces"``, ``"userns"`` or
-            ``"none"``. Default ``"auto"``.
+        isolation: ``"auto"`` (namespaces as root, else in a user namespace; an error where neither works),
+            ``"namespaces"`` (root), ``"userns"`` (a user namespace, even as root) or ``"none"`` (no
+            namespaces: only the limits). Default ``"auto"``.
     """
 
     def __init__(self, *, extra_probes: dict[str, str] | None = None, isolation: str = "auto"):
@@ -239,18 +245,26 @@ class ForkServer:
             pass
         child.sock.close()
 
-    def reap(self, child: _Child, timeout: float = 2.0) -> dict | None:
-        """After the child's socket closed: how its process ended (``{"exit": c}`` or ``{"signal": s}``)."""
+    def kill_and_reap(self, child: _Child, timeout: float = 0.5) -> dict | None:
+        """After the child's socket closed: how its process ended (``{"exit": c}``, ``{"signal": s}``); one
+        still running after ``timeout`` closed its channel itself, and is killed now (``{"closed": True}``):
+        a sandbox the grader can no longer talk to never runs on."""
         try:
             status = self._request({"op": "reap", "id": child.id, "timeout": timeout})["status"]
+            if status is None:
+                self._request({"op": "kill", "id": child.id, "forget": True})
+                status = {"closed": True}
         except RuntimeError:
             status = None
         child.sock.close()
         return status
 
-    def open(self, assignment: str, source: str | Iterable[Any], limits: Limits | None = None
+    def open(self, assignment: str, source: str | Iterable[Any], limits: Limits | None = None, *,
+             refusals: Sequence[tuple[str, str]] = (), modules: Iterable[str] | None = None
              ) -> SandboxSubmission:
-        return SandboxSubmission(self, assignment, source, limits or Limits())
+        """A submission of ``source`` (see ``SandboxSubmission``), started on its first ``run``."""
+        return SandboxSubmission(self, assignment, source, limits or Limits(), refusals=refusals,
+                                 modules=modules)
 
     def close(self) -> None:
         with self._lock:
@@ -305,45 +319,58 @@ def _cells_of(source: str | Iterable[Any]) -> list[list]:
 def _describe_status(status: dict | None, limits: Limits) -> str:
     if status is None:
         return "its process ended unexpectedly"
+    if status.get("closed"):
+        return "it closed its connection to the grader (graded code must not touch the grader's files)"
     code = status.get("exit", 0)
     if "signal" in status or code >= 128:  # a supervisor reports its child's signal as 128 + signal
         sig = status["signal"] if "signal" in status else code - 128
         names = {9: "SIGKILL: the CPU-time limit ({cpu} s) or the memory limit ({mem} MiB) was reached",
                  11: "SIGSEGV: a segmentation fault", 6: "SIGABRT: an abort (often out of memory)",
                  24: "SIGXCPU: the CPU-time limit ({cpu} s) was reached", 7: "SIGBUS: a bus error",
-                 25: "SIGXFSZ: the file-size limit was reached", 15: "SIGTERM"}
+                 25: "SIGXFSZ: the file-size limit was reached", 15: "SIGTERM", 31: "SIGSYS: a refused "
+                 "system call"}
         what = names.get(sig, f"signal {sig}").format(cpu=limits.cpu_seconds, mem=limits.memory_bytes >> 20)
         return f"its process was killed ({what})"
-    if code == 71:
-        return "the sandbox could not be set up (a grader problem, not yours)"
     return (f"its process exited with code {code} (sys.exit(), os._exit() and os.kill() have no place in "
             f"graded code)")
 
 
 class SandboxSubmission(Submission):
-    """A student's code running in a sandbox; ``run`` calls probes there and returns plain data.
+    """A student's code running in a sandbox; ``run`` calls probes there and returns their raw replies.
 
     The child is started lazily (first ``run``) and re-started after a crash or a timeout, re-running the
     graded cells; a failure while running the cells themselves (timeout, crash) is final for the notebook, as
     is the notebook's time budget once spent. ``load_errors`` lists the cells that raised or did not compile,
-    ``output`` the student's captured output (truncated, escaped), ``fatal`` the final error if any.
+    ``output`` the student's captured output (truncated, escaped), ``fatal`` the final error if any,
+    ``internal`` a failure of the grader's own (the sandbox could not be set up) if any.
+
+    Args:
+        refusals: the functions ``grader.policy`` refused, ``[(name, why), ...]`` (their stubs are numbered
+            in this order); the suites never call them.
+        modules: the modules the cells may import (``grader.policy``); None: no restriction (the sandbox's
+            own tests of its containment).
     """
 
-    def __init__(self, server: ForkServer, assignment: str, source: str | Iterable[Any], limits: Limits):
+    def __init__(self, server: ForkServer, assignment: str, source: str | Iterable[Any], limits: Limits, *,
+                 refusals: Sequence[tuple[str, str]] = (), modules: Iterable[str] | None = None):
         if not isinstance(assignment, str) or not assignment.isidentifier():
             raise ValueError(f"assignment: expected an identifier such as 'lrn', got {assignment!r}")
         self.server = server
         self.assignment = assignment
         self.cells = _cells_of(source)
         self.limits = limits
+        self.refusals = list(refusals)
+        self.modules = None if modules is None else sorted(modules)
         self.load_errors: list[str] | None = None
         self.fatal: StudentError | None = None
+        self.internal: GraderError | None = None
         self.restarts = 0
         self._out = _Output(limits.output_bytes)
         self._child: _Child | None = None
         self._started = time.monotonic()
         self._deadline = self._started + limits.notebook_timeout
         self._closed = False
+        self._lines = {f"<cell {i}>": src.split("\n") for i, src in self.cells}
 
     # ---- lifecycle
 
@@ -358,15 +385,32 @@ class SandboxSubmission(Submission):
     def elapsed(self) -> float:
         return time.monotonic() - self._started
 
+    def line(self, filename: str, lineno: int) -> str | None:
+        """The grader's own copy of the student's line ``lineno`` of ``filename`` (``"<cell 5>"``)."""
+        lines = self._lines.get(filename)
+        if lines is None or not 0 < lineno <= len(lines):
+            return None
+        return safe_text(lines[lineno - 1], 200)
+
     def _die(self, kind: str, message: str) -> StudentError:
         self.fatal = StudentError(kind, message)
         self._drop_child()
         return StudentError(kind, message)
 
+    def _fail(self, why: str) -> GraderError:
+        self.internal = GraderError(f"the sandbox could not be set up ({why})")
+        self._drop_child()
+        return self.internal
+
     def _drop_child(self) -> None:
         if self._child is not None:
             self.server.kill(self._child)
             self._child = None
+
+    def _lost(self, child: _Child) -> dict | None:
+        """The child's socket closed: kill it (a sandbox whose channel is gone must not run on), reap it."""
+        self._child = None
+        return self.server.kill_and_reap(child)
 
     def _budget_spent(self) -> StudentError:
         return self._die("timeout", f"grading stopped: your code used up this notebook's time budget "
@@ -376,6 +420,8 @@ class SandboxSubmission(Submission):
         """Start the child and run the graded cells (``run`` does this when needed)."""
         if self._child is not None or self.fatal is not None:
             return
+        if self.internal is not None:
+            raise self.internal
         if self._closed:
             raise RuntimeError("submission is closed")
         left = self._deadline - time.monotonic()
@@ -383,10 +429,18 @@ class SandboxSubmission(Submission):
             raise self._budget_spent()
         child = self.server.spawn(self.assignment, self.limits, self._out)
         self._child = child
+        try:  # "ready": the lock-down is done; nothing of the student's has run yet
+            ready = recv_frame(child.sock, time.monotonic() + max(self.limits.load_timeout, 30.0), 1 << 10)
+            if transport.decode(ready) != {"ready": True}:
+                raise Closed("no ready")
+        except (Timeout, Closed, FrameTooLarge, transport.TransportError) as exc:
+            status = self._lost(child) if isinstance(exc, Closed) else None
+            raise self._fail(f"{type(exc).__name__}; {_describe_status(status, self.limits)}") from None
         wait = min(self.limits.load_timeout, left)
         deadline = time.monotonic() + wait
         try:
-            send_frame(child.sock, transport.encode({"op": "load", "cells": self.cells}), deadline)
+            send_frame(child.sock, transport.encode({"op": "load", "cells": self.cells,
+                                                     "modules": self.modules}), deadline)
             data = recv_frame(child.sock, deadline, self.limits.message_bytes)
         except Timeout:
             if wait < self.limits.load_timeout:
@@ -395,33 +449,43 @@ class SandboxSubmission(Submission):
                                        f"{wait:g} s: code outside functions must be quick (an infinite loop "
                                        f"or a long sleep at the top level?)") from None
         except (Closed, FrameTooLarge) as exc:
-            status = self.server.reap(child) if isinstance(exc, Closed) else None
-            self._child = None
+            status = self._lost(child) if isinstance(exc, Closed) else None
             raise self._die("crash", f"running your notebook's graded cells stopped the grading: "
                                      f"{_describe_status(status, self.limits)}") from None
         reply = self._decode(data)
-        if "grader_error" in reply:
-            self._drop_child()
-            raise RuntimeError(f"sandbox: {_text(reply['grader_error'])}")
-        loaded = reply.get("loaded")
-        if not isinstance(loaded, list) or set(reply) != {"loaded"}:
+        loaded = reply.get("loaded") if isinstance(reply, dict) and set(reply) == {"loaded"} else None
+        if not isinstance(loaded, list):
             raise self._die("bad_output", "the graded process sent a malformed reply while loading")
         if self.load_errors is None:
-            self.load_errors = [_text(m, 600) for m in loaded[:20]]
+            self.load_errors = [self._load_error(e) for e in loaded[:20]]
 
-    def _decode(self, data: bytes) -> dict:
+    def _load_error(self, e) -> str:
+        """A cell that raised or did not compile, from the child's report and the grader's copy of it."""
+        if not (isinstance(e, dict) and isinstance(e.get("cell"), int) and isinstance(e.get("line"), int)
+                and isinstance(e.get("type"), str) and isinstance(e.get("message"), str)):
+            return "a graded cell failed (the report of its error was malformed)"
+        typ = safe_text(e["type"], 100)
+        code = self.line(f"<cell {e['cell']}>", e["line"])
+        if typ in ("SyntaxError", "IndentationError", "TabError"):
+            why = safe_text(e["message"], 200)
+            return f"cell {e['cell']} does not compile (line {e['line']}): {typ}: {why}"
+        if typ == "SystemExit":
+            return (f"cell {e['cell']} called sys.exit(): graded code must not exit (the rest of the cell "
+                    f"was skipped)")
+        at = f", line {e['line']}" + (f": {code.strip()}" if code else "") if e["line"] else ""
+        return f"cell {e['cell']} raised {typ}: {safe_text(e['message'], 300)} (cell {e['cell']}{at})"
+
+    def _decode(self, data: bytes):
         try:
-            reply = transport.decode(data, max_bytes=self.limits.message_bytes)
+            return transport.decode(data, max_bytes=self.limits.message_bytes)
         except transport.TransportError as exc:
-            raise StudentError("bad_output",
-                               f"the result could not be read: {_text(str(exc), 300)}") from None
-        if not isinstance(reply, dict) or len(reply) != 1:
-            raise StudentError("bad_output", "the graded process sent a malformed reply")
-        return reply
+            raise ProbeInterference(f"the reply could not be read: {safe_text(exc, 200)}") from None
 
     def run(self, probe: str, /, **inputs: Any) -> dict[str, Any]:
         if self._closed:
             raise RuntimeError("submission is closed")
+        if self.internal is not None:
+            raise self.internal
         if self.fatal is not None:
             raise StudentError(self.fatal.kind, self.fatal.message)
         payload = transport.encode({"op": "run", "probe": probe, "inputs": inputs})
@@ -440,34 +504,24 @@ class SandboxSubmission(Submission):
             self.restarts += 1
             if wait < self.limits.run_timeout:
                 raise self._budget_spent() from None
-            raise StudentError("timeout", f"your code did not return within {wait:g} s (probe {probe}): "
-                                          f"an infinite loop, a blocking call or a very slow "
-                                          f"implementation?") from None
+            raise StudentError("timeout", f"your code did not return within {wait:g} s: an infinite loop, a "
+                                          f"blocking call or a very slow implementation?") from None
         except FrameTooLarge:
             self._drop_child()
             self.restarts += 1
             mib = self.limits.message_bytes >> 20
-            raise StudentError("bad_output",
-                               f"your code returned more than {mib} MiB (probe {probe})") from None
+            raise StudentError("bad_output", f"your code returned more than {mib} MiB") from None
         except Closed:
-            status = self.server.reap(child)
-            self._child = None
+            status = self._lost(child)
             self.restarts += 1
-            raise StudentError("crash", f"your code stopped the grading while running probe {probe}: "
+            raise StudentError("crash", f"your code stopped the grading: "
                                         f"{_describe_status(status, self.limits)}") from None
         reply = self._decode(data)
-        if "grader_error" in reply:
-            raise RuntimeError(f"sandbox: {_text(reply['grader_error'])}")
-        if "ok" in reply:
-            if not isinstance(reply["ok"], dict):
-                raise StudentError("bad_output", f"probe {probe} returned {type(reply['ok']).__name__}, "
-                                                 f"not a dict")
-            return reply["ok"]
-        err = reply.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            kind = err.get("kind") if err.get("kind") in _KINDS else "error"
-            raise StudentError(kind, _text(err["message"]))
-        raise StudentError("bad_output", "the graded process sent a malformed reply")
+        if isinstance(reply, dict) and set(reply) == {"grader_error"}:
+            raise GraderError(f"sandbox: {safe_text(reply['grader_error'], 300)}")
+        if isinstance(reply, dict) and set(reply) == {"broken"}:
+            raise ProbeInterference(f"the probe stopped with {safe_text(reply['broken'], 100)}")
+        return reply
 
     def close(self) -> None:
         if self._closed:

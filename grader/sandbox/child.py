@@ -2,15 +2,19 @@
 
 Runs in a child of the fork server that already holds torch, numpy, the transport, the probes and the guards
 in memory; nothing is imported from disk after the lock-down (the project is not even mounted). The protocol
-with the grader, one frame each way per request (see ``grader.sandbox.protocol``), all bodies being
-``grader.transport`` messages::
+with the grader, one frame each way (see ``grader.sandbox.protocol``), all bodies ``grader.transport``
+messages::
 
-    {"op": "load", "cells": [[index, source], ...]}  ->  {"loaded": [message, ...]}   (one per failing cell)
-    {"op": "run", "probe": "lrn.forward", "inputs": {...}}  ->  {"ok": {...}} | {"error": {"kind", "message"}}
-    {"op": "bye"}                                             ->  the process exits
+    (on its own, once locked down)                            ->  {"ready": true}
+    {"op": "load", "cells": [[index, source], ...], "modules": [...] | None}
+                                                              ->  {"loaded": [{cell, line, type, message}]}
+    {"op": "run", "probe": "lrn.forward", "inputs": {...}}    ->  {"results": [...]}  (see grader.probes)
 
-Whatever this process sends is untrusted by the grader: the student's code runs here and may replace any of
-it. What keeps grading honest is in the grader (plain data only, references computed there).
+``ready`` comes before any student code has run, so the grader knows that a sandbox which dies before it is
+the grader's failure, not the student's. With ``modules`` (the assignment's policy, ``grader.policy``), the
+cells run with restricted builtins: imports only of those modules, none of ``getattr``, ``eval``, ``open``
+and the like. Whatever this process sends after ``ready`` is untrusted by the grader: the student's code runs
+here and may replace any of it. What keeps grading honest is in the grader.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import sys
 import types
 
 from .. import transport
-from ..submission import StudentError, describe_exception, resolve_probe
+from ..submission import Refused, resolve_probe
 from . import jail
 from .protocol import recv_frame, send_frame
 
 #: modules graded code may not import: the reference, and the grader's own answers and machinery
-BLOCKED = ("tricksref", "grader.suite", "grader.suites", "grader.hidden", "grader.nbgrader_bridge",
-           "grader.cli", "grader.gradebook", "grader.bundle", "grader.notebook", "grader.sandbox.server")
+BLOCKED = ("tricksref", "grader.suite", "grader.suites", "grader.hidden", "grader.reference",
+           "grader.nbgrader_bridge", "grader.cli", "grader.gradebook", "grader.bundle", "grader.notebook",
+           "grader.grading", "grader.expected", "grader.sandbox.server")
 
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/scratch", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -74,7 +79,7 @@ def _clean_imports(forbidden: list[str]) -> None:
     sys.path[:] = [p for p in sys.path if shown(p)]
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
-    # `from grader import check` in a locked cell must not break grading
+    # `from grader import check` in a graded cell must not break grading
     check_mod = types.ModuleType("grader.check")
     check_mod.check = _no_check
     sys.modules["grader.check"] = check_mod
@@ -108,22 +113,26 @@ def _close_other_fds(keep: int) -> int:
     return 3
 
 
-def lock_down(*, ctrl_fd: int, out_fd: int, mode: str, plan: dict, uid: int, gid: int, limits: dict,
-              scratch: str | None, forbidden: list[str], unshare: int = 0) -> int:
+def lock_down(*, ctrl_fd: int, out_fd: int, namespaced: bool, user: bool, plan: dict, uid: int, gid: int,
+              limits: dict, scratch: str | None, group=None) -> int:
     """Everything between the fork and the student's first line; returns the control socket's fd.
 
-    ``mode``: ``"namespaces"`` (root: private namespaces, private root, own user id), ``"userns"`` (an
-    unprivileged user namespace does the same) or ``"none"`` (limits and a scratch folder only). ``unshare``:
-    the namespaces this process enters itself (its PID namespace was made by its parent).
+    In order: its own session and control group; (``namespaced``) new mount, network, IPC and UTS namespaces
+    and the private root (in a user namespace, ``user``, a second one locks those mounts); output to the
+    grader's pipe, every other descriptor closed; resource limits; its own user id (as root) or no
+    capabilities, no new privileges; a scrubbed environment and imports; the seccomp filter last.
     """
+    from . import seccomp
+
     jail.set_parent_death_signal()
     os.setsid()
-    if unshare:
-        jail.unshare(unshare)
-    if mode in ("namespaces", "userns"):
-        jail.build_root(plan, uid=uid if mode == "namespaces" else 0, gid=gid if mode == "namespaces" else 0,
+    if group is not None:
+        group.join()
+    if namespaced:
+        jail.unshare(jail.NAMESPACES & ~jail.CLONE_NEWPID)  # its PID namespace was made by the server
+        jail.build_root(plan, uid=0 if user else uid, gid=0 if user else gid,
                         scratch_bytes=int(limits["scratch_bytes"]))
-        if mode == "userns":
+        if user:
             # a second user namespace locks the mounts above: they can no longer be undone from inside
             jail.unshare(jail.CLONE_NEWUSER | jail.CLONE_NEWNS)
             jail.write_id_maps(uid, 0, gid, 0)
@@ -134,22 +143,76 @@ def lock_down(*, ctrl_fd: int, out_fd: int, mode: str, plan: dict, uid: int, gid
     jail.set_limits(cpu_seconds=int(limits["cpu_seconds"]),
                     address_space=jail.address_space_now() + int(limits["memory_bytes"]),
                     file_bytes=int(limits["file_bytes"]), nproc=int(limits["nproc"]))
-    if mode != "none" or os.geteuid() == 0:
-        jail.drop_privileges(uid if mode == "namespaces" or os.geteuid() == 0 else os.geteuid(), gid)
+    if namespaced or os.geteuid() == 0:
+        jail.drop_privileges(uid if not user else os.geteuid(), gid)
+    else:
+        jail.prctl(jail.PR_SET_NO_NEW_PRIVS, 1)
     jail.set_parent_death_signal()  # a change of user clears it
     os.environ.clear()
-    os.environ.update(_ENV, HOME=os.getcwd(), TMPDIR="/tmp" if mode != "none" else os.getcwd())
-    _clean_imports(forbidden)
+    os.environ.update(_ENV, HOME=os.getcwd(), TMPDIR="/tmp" if namespaced else os.getcwd())
+    _clean_imports(plan.get("forbidden", []))
     import signal
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large file is an OSError, not a silent death
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import torch
     torch.set_num_threads(1)
+    seccomp.install()
     return ctrl
 
 
-def _exec_cells(cells, ns: dict) -> list[str]:
+# ----------------------------------------------------------------------------------------- running cells
+
+# builtins graded code may not reach when the cells run under an assignment's policy (grader.policy refuses
+# them in the source first; this is the second layer)
+_DENIED_BUILTINS = ("eval", "exec", "compile", "getattr", "setattr", "delattr", "hasattr", "globals",
+                    "locals", "vars", "dir", "open", "input", "breakpoint", "exit", "quit", "help",
+                    "memoryview")
+
+
+def _refused(index: int):
+    raise Refused(int(index))
+
+
+def restricted_builtins(modules: list[str] | None) -> dict:
+    """The builtins the cells run with: all of them without ``modules``; else without the denied ones and
+    with an ``__import__`` that admits only ``modules`` (no private module, and ``grader`` only as the
+    do-nothing self-check)."""
+    table = dict(vars(builtins))
+    table["__grader_refused__"] = _refused
+    if modules is None:
+        return table
+    allowed = set(modules)
+    real_import = builtins.__import__
+    fake_grader = types.ModuleType("grader")
+    fake_grader.check = _no_check
+
+    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+        parts = name.split(".")
+        if name == "grader" and (not fromlist or tuple(fromlist) == ("check",)) and level == 0:
+            return fake_grader
+        if level != 0 or parts[0] not in allowed or any(p.startswith("_") and p != "__future__"
+                                                        for p in parts):
+            raise ImportError(f"importing {name} is not allowed in graded code")
+        return real_import(name, globals, locals, fromlist, level)
+
+    for name in _DENIED_BUILTINS:
+        table.pop(name, None)
+    table["__import__"] = guarded_import
+    return table
+
+
+def _where(exc: BaseException) -> tuple[int, int]:
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
+    if not frames:
+        return 0, 0
+    f = frames[-1]
+    return int(f.filename.strip("<>").split()[1]), int(f.lineno or 0)
+
+
+def _exec_cells(cells, ns: dict) -> list[dict]:
     """Run the graded cells in order, as a kernel would: an error in one cell does not stop the next."""
     problems = []
     for index, source in cells:
@@ -158,25 +221,20 @@ def _exec_cells(cells, ns: dict) -> list[str]:
         try:
             code = compile(source, filename, "exec", dont_inherit=True)
         except (SyntaxError, ValueError) as exc:
-            where = f" (line {exc.lineno})" if getattr(exc, "lineno", None) else ""
-            problems.append(f"cell {index} does not compile{where}: {type(exc).__name__}: "
-                            f"{getattr(exc, 'msg', exc)}")
+            problems.append({"cell": int(index), "line": int(getattr(exc, "lineno", 0) or 0),
+                             "type": type(exc).__name__, "message": str(getattr(exc, "msg", exc))[:300]})
             continue
         try:
             exec(code, ns)
-        except SystemExit:
-            problems.append(f"cell {index} called sys.exit(): graded code must not exit (the rest of the "
-                            f"cell was skipped)")
-        except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
-            problems.append(f"cell {index} raised {_describe(exc)}")
+        except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything, SystemExit too
+            cell, line = _where(exc)
+            try:
+                text = str(exc)[:300]
+            except BaseException:  # noqa: BLE001 - a __str__ that raises
+                text = ""
+            problems.append({"cell": int(index), "line": line or 0, "type": type(exc).__name__[:100],
+                             "message": text})
     return problems
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        return describe_exception(exc)
-    except BaseException:  # noqa: BLE001 - a __str__ that raises
-        return type(exc).__name__
 
 
 def _run(ns: dict, probe: str, inputs: dict) -> dict:
@@ -184,52 +242,36 @@ def _run(ns: dict, probe: str, inputs: dict) -> dict:
         fn = resolve_probe(probe)
     except (ValueError, ImportError) as exc:
         return {"grader_error": f"probe {probe!r}: {exc}"}
-    try:
-        out = fn(ns, **inputs)
-    except StudentError as exc:
-        return {"error": {"kind": str(exc.kind), "message": str(exc.message)}}
-    except SystemExit:
-        return {"error": {"kind": "error",
-                          "message": "your code called sys.exit(): graded code must not exit"}}
-    except RecursionError:
-        return {"error": {"kind": "error", "message": "RecursionError: maximum recursion depth exceeded"}}
-    except BaseException as exc:  # noqa: BLE001
-        return {"error": {"kind": "error", "message": _describe(exc)}}
-    return {"ok": out}
+    return fn(ns, **inputs)
 
 
 def serve(ctrl: int, assignment: str) -> None:
-    """Answer the grader's requests until it says bye or goes away."""
+    """Put the guards in, say ready, then answer the grader's requests until it says bye or goes away."""
     sock = socket.socket(fileno=ctrl)
     sock.setblocking(True)
-    ns: dict = {"__name__": "__main__", "__builtins__": builtins}
     guards = sys.modules.get("grader.guards")
-    guard_error = None
     # an assignment the guards do not list (a test's own) has nothing off limits
     if guards is not None and assignment in getattr(guards, "FORBIDDEN", ()):
-        try:
-            guards.install(assignment)
-        except Exception as exc:  # noqa: BLE001 - a grader problem: report it, never run unguarded
-            guard_error = f"grader.guards.install({assignment!r}) failed: {type(exc).__name__}: {exc}"
+        guards.install(assignment)  # raises: a set-up failure, the grader's, reported before "ready"
+    send_frame(sock, transport.encode({"ready": True}))
+    ns: dict = {"__name__": "__main__"}
     while True:
         try:
             request = transport.decode(recv_frame(sock))
         except Exception:  # noqa: BLE001 - the grader went away
             os._exit(0)
         op = request.get("op")
-        if op == "load":
-            reply = ({"grader_error": guard_error} if guard_error
-                     else {"loaded": _exec_cells(request["cells"], ns)})
-        elif op == "run":
-            reply = _run(ns, request["probe"], request["inputs"])
-        else:
-            os._exit(0)
         try:
+            if op == "load":
+                ns["__builtins__"] = restricted_builtins(request.get("modules"))
+                reply = {"loaded": _exec_cells(request["cells"], ns)}
+            elif op == "run":
+                reply = _run(ns, request["probe"], request["inputs"])
+            else:
+                os._exit(0)
             data = transport.encode(reply)
-        except BaseException as exc:  # noqa: BLE001 - not plain data (or the student broke the encoder)
-            text = _describe(exc) if not isinstance(exc, transport.TransportError) else str(exc)
-            data = transport.encode({"error": {"kind": "bad_output",
-                                               "message": f"the result could not be sent back: {text}"}})
+        except BaseException as exc:  # noqa: BLE001 - the student broke the probe, the encoder, anything
+            data = transport.encode({"broken": type(exc).__name__[:100]})
         try:
             send_frame(sock, data)
         except OSError:

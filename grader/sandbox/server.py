@@ -1,18 +1,21 @@
 """The fork server: one process per ``grade`` call that imports torch once and forks a sandbox per submission.
 
 Started by ``grader.sandbox.ForkServer`` as a fresh interpreter with a scrubbed environment (no secret of the
-instructor's environment reaches a student's ``/proc/self/environ``). Before any student code exists it
-imports what graded code and probes need (torch, numpy, ``grader.transport``, ``grader.submission``,
-``grader.guards``, every ``grader.probes`` module) and sets torch to one thread, so no OpenMP pool exists
-when it forks. It never imports ``tricksref``, the suites or the hidden tests, and it never sees a student's
-code: the grader sends that straight to the sandbox.
+instructor's environment reaches a student's ``/proc/self/environ``). It never imports ``tricksref``, the
+suites or the hidden tests, and it never sees a student's code: the grader sends that straight to the sandbox.
 
-Per submission (as root) it forks the student's process straight into a new PID namespace, as its PID 1
-(``setns`` + ``unshare(CLONE_NEWPID)`` before the fork), which then takes a session of its own and enters
-new mount, network, IPC and UTS namespaces: every process the student starts (double forks and ``setsid``
-included) is killed by the kernel when PID 1 ends, and the server kills PID 1 on request or past a
-deadline. Without root (a user namespace) or without namespaces, a supervisor process sits in between: it
-enters the namespaces, or acts as the subreaper that kills what the student leaves behind.
+One isolation path. Before anything else the server makes sure it may create namespaces: as root it may; as
+another user it enters a user namespace of its own, where it is root (``isolation="userns"`` takes that road
+even as root). Then it becomes PID 1 of a new PID namespace (a parent process waits for it), so that every
+sandbox is made the same way: ``setns`` + ``unshare(CLONE_NEWPID)`` and one fork make the student's process
+PID 1 of a brand-new PID namespace, which then enters new mount, network, IPC and UTS namespaces, a private
+root, resource limits, its control group, a user id of its own (as root), and a seccomp filter (see
+``grader.sandbox.child.lock_down``). Every process the student starts dies with that PID 1; the server kills
+it on request, past a deadline, or when it goes away itself. The same steps are checked once at start-up on a
+throwaway sandbox, so a machine that cannot build one makes the server fail, not grade unsafely.
+
+``isolation="none"`` (only when asked for explicitly) skips the namespaces: the student's process still gets
+the limits, the seccomp filter and a scratch folder, and the server, a subreaper, kills what it leaves behind.
 
 Requests arrive on a SOCK_SEQPACKET socket as small JSON messages, with file descriptors attached::
 
@@ -23,6 +26,7 @@ Requests arrive on a SOCK_SEQPACKET socket as small JSON messages, with file des
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -37,10 +41,12 @@ import tempfile
 import time
 import traceback
 
-#: sandboxed processes run under their own user id, one per concurrent sandbox, so that RLIMIT_NPROC (which
-#: counts per user) is theirs alone and they cannot signal or trace anything else
+#: sandboxed processes run under their own user id (as root), one per concurrent sandbox, so that
+#: RLIMIT_NPROC (which counts per user) is theirs alone and they cannot signal or trace anything else
 UID_BASE = 0x5A000000
 _MAX_MSG = 1 << 16
+#: the exit code of a sandbox whose set-up failed before any student code ran (a grader problem)
+SETUP_FAILED = 71
 
 
 def _preload(extra_probes: dict[str, str]) -> None:
@@ -55,12 +61,15 @@ def _preload(extra_probes: dict[str, str]) -> None:
         pass
     import torch.nn  # noqa: F401
     import torch.nn.functional  # noqa: F401
+    import torch.overrides  # noqa: F401
+    import torch.utils._python_dispatch  # noqa: F401
 
+    import grader.policy  # noqa: F401
     import grader.probes
     import grader.submission  # noqa: F401
     import grader.transport  # noqa: F401
 
-    from . import child  # noqa: F401
+    from . import child, seccomp  # noqa: F401
     if importlib.util.find_spec("grader.guards") is not None:
         importlib.import_module("grader.guards")
     for info in pkgutil.iter_modules(grader.probes.__path__):
@@ -73,7 +82,7 @@ def _preload(extra_probes: dict[str, str]) -> None:
         setattr(grader.probes, name, module)
     _warm_up(torch)
     bad = [m for m in sys.modules if m == "tricksref" or m.startswith(("tricksref.", "grader.suite",
-                                                                        "grader.hidden"))]
+                                                                        "grader.hidden", "grader.reference"))]
     if bad:
         raise RuntimeError(f"the fork server must not import {bad}: a probe or guard imports the reference")
 
@@ -87,6 +96,8 @@ def _warm_up(torch) -> None:
     import torch.fx.experimental.symbolic_shapes  # noqa: F401 - what autograd.grad(grad_outputs=) imports
     import torch.nn.functional as F
 
+    from grader import guards
+
     g = torch.Generator().manual_seed(0)
     a = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     b = F.avg_pool2d(F.pad(a * a, (1, 1, 1, 1)), 3, stride=1).pow(0.75)
@@ -96,6 +107,10 @@ def _warm_up(torch) -> None:
     torch.where(torch.rand(3, generator=g) < 0.5, 1.0, 0.0)
     torch.allclose(ga, ga)
     torch.bernoulli(torch.full((3,), 0.5), generator=g)
+    guards.install("lrn")  # the modes' first use imports their machinery
+    with guards.no_autograd("warm-up"):
+        torch.ones(2) * 2
+    guards.uninstall("lrn")
 
 
 def _remove_stale_mountpoints() -> None:
@@ -140,99 +155,183 @@ def _python_paths() -> list[str]:
         f = getattr(mod, "__file__", None)
         if f and "site-packages" in f:
             paths.append(f[: f.index("site-packages") + len("site-packages")])
-    seen, out = set(), []
-    for p in paths:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
-    return out
+    return list(dict.fromkeys(paths))
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+# --------------------------------------------------------------------------------------------- isolation
+
+
+def _choose_isolation(requested: str) -> tuple[bool, bool]:
+    """(namespaced, in a user namespace of our own) for ``requested``; enters the user namespace now (it
+    needs a single-threaded process: before torch is imported). Raises RuntimeError when impossible."""
+    from . import jail
+
+    if requested == "none":
+        return False, False
+    if requested in ("auto", "namespaces") and os.geteuid() == 0:
+        return True, False
+    if requested == "namespaces":
+        raise RuntimeError("isolation 'namespaces' needs root; use 'userns' or 'auto'")
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        jail.unshare(jail.CLONE_NEWUSER)
+        jail.write_id_maps(0, uid, 0, gid)
+    except (OSError, jail.JailError) as exc:
+        raise RuntimeError(f"no namespace isolation is possible here: not root, and unprivileged user "
+                           f"namespaces are unavailable ({exc}); run the grader as root, enable them "
+                           f"(sysctl kernel.unprivileged_userns_clone=1), or pass --isolation none "
+                           f"--allow-unisolated") from None
+    return True, True
+
+
+def _become_pid1(sock: socket.socket) -> None:
+    """Fork; the child returns as PID 1 of a new PID namespace, this process waits for it and exits."""
+    from . import jail
+
+    jail.unshare(jail.CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        jail.set_parent_death_signal()
+        return
+    sock.close()
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, lambda *a: os.kill(pid, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+@dataclasses.dataclass
+class _Sandbox:
+    pid: int
+    slot: int
+    deadline: float
+    group: object = None          # its control group (grader.sandbox.cgroups.Group), if any
+    scratch: str | None = None    # its scratch folder (isolation "none" only)
+    forget: bool = False          # killed on request: its status is nobody's business
 
 
 class Server:
-    def __init__(self, sock: socket.socket, config: dict):
-        from . import jail
+    def __init__(self, sock: socket.socket, config: dict, *, namespaced: bool, user: bool, tag: int):
+        from . import cgroups, jail
         self.jail = jail
         self.sock = sock
-        self.requested = config.get("isolation", "auto")
+        self.namespaced, self.user = namespaced, user
+        self.mode = "none" if not namespaced else "userns" if user else "namespaces"
         self.uid_base = int(config.get("uid_base", UID_BASE))
-        self.alive: dict[int, tuple[int, int]] = {}    # id -> (supervisor pid, slot)
-        self.status: dict[int, dict] = {}               # id -> exit status, until reaped by the grader
-        self.forget: set[int] = set()
-        self.scratch: dict[int, str] = {}              # id -> scratch folder (mode "none" only)
-        self.deadline: dict[int, float] = {}            # id -> when the server kills it whatever happens
-        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        self.alive: dict[int, _Sandbox] = {}
+        self.status: dict[int, dict] = {}              # id -> exit status, until reaped by the grader
         self.next_id = 1
+        self.pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY) if namespaced else -1
         _remove_stale_mountpoints()
-        self.mountpoint = tempfile.mkdtemp(prefix=f"grader-root-{os.getpid()}-")
+        self.mountpoint = tempfile.mkdtemp(prefix=f"grader-root-{tag}-")
         self.forbidden = _forbidden_paths()
-        self.plan = jail.root_plan(self.mountpoint, _python_paths(), self.forbidden)
-        self.scratch_parent = None
+        self.plan = dict(jail.root_plan(self.mountpoint, _python_paths(), self.forbidden),
+                         forbidden=self.forbidden)
+        self.base_rss = _rss_bytes()
+        self.cgroups, self.cgroups_note = (cgroups.detect(f"grader-{tag}") if not user
+                                           else (None, "inside a user namespace"))
         jail.prctl(jail.PR_SET_CHILD_SUBREAPER, 1)
 
-    # ---- isolation probing
+    # ---- making a sandbox
 
-    def probe_isolation(self) -> tuple[str, str | None]:
-        """Try the strongest isolation the machine allows, in a throwaway child."""
-        tried = []
-        modes = {"auto": ["namespaces", "userns", "none"], "namespaces": ["namespaces"],
-                 "userns": ["userns"], "none": ["none"]}[self.requested]
-        for mode in modes:
-            if mode == "namespaces" and os.geteuid() != 0:
-                tried.append("namespaces: not running as root")
-                continue
-            if mode == "none":
-                return "none", "; ".join(tried) or None
-            r, w = os.pipe()
+    def spawn(self, req: dict, ctrl_fd: int, out_fd: int) -> dict:
+        used = {s.slot for s in self.alive.values()}
+        slot = next(i for i in range(len(used) + 1) if i not in used)
+        cid = self.next_id
+        self.next_id += 1
+        limits = req["limits"]
+        group = scratch = None
+        if self.cgroups is not None:
+            group = self.cgroups.create(f"sb-{cid}", cpus=1.0, pids=int(limits["nproc"]),
+                                        memory_bytes=int(limits["memory_bytes"]) + self.base_rss)
+        if not self.namespaced:  # made and removed here: the sandbox cannot clean up after itself
+            scratch = tempfile.mkdtemp(prefix="grader-scratch-")
+            if os.geteuid() == 0:
+                os.chown(scratch, self.uid_base + slot, self.uid_base + slot)
+        if self.namespaced:  # the next child is PID 1 of a brand-new PID namespace
+            self.jail.new_pid_namespace_for_children(self.pidns_fd)
+        try:
             pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                try:
-                    self._enter(mode, slot=0, limits=None)
-                    os.write(w, b"ok")
-                except BaseException as exc:  # noqa: BLE001
-                    os.write(w, f"{type(exc).__name__}: {exc}".encode()[:500])
-                os._exit(0)
-            os.close(w)
-            msg = b""
-            while chunk := os.read(r, 4096):
-                msg += chunk
-            os.close(r)
-            os.waitpid(pid, 0)
-            if msg == b"ok":
-                return mode, None
-            tried.append(f"{mode}: {msg.decode(errors='replace')}")
-        return "none", "; ".join(tried)
-
-    def _enter(self, mode: str, slot: int, limits: dict | None) -> None:
-        """In a throwaway child: the namespace and root setup, as a sandbox would do it (for probing)."""
-        jail = self.jail
-        if mode == "namespaces":
-            jail.unshare(jail.NAMESPACES)
-        else:
-            uid, gid = os.getuid(), os.getgid()
-            jail.unshare(jail.CLONE_NEWUSER | jail.NAMESPACES)
-            jail.write_id_maps(0, uid, 0, gid)
-        pid = os.fork()
+        finally:
+            if self.namespaced and pid != 0:
+                self.jail.own_pid_namespace_for_children(self.pidns_fd)
         if pid == 0:
-            code = 1
-            try:
-                uid = self.uid_base + 99999
-                jail.build_root(self.plan, uid=uid if mode == "namespaces" else 0,
-                                gid=uid if mode == "namespaces" else 0, scratch_bytes=1 << 20)
-                if mode == "userns":
-                    jail.unshare(jail.CLONE_NEWUSER | jail.CLONE_NEWNS)
-                    jail.write_id_maps(os.getuid() or 1000, 0, 1000, 0)
-                jail.drop_privileges(uid, uid)
-                code = 0 if os.path.isdir("/scratch") else 2
-            except BaseException:  # noqa: BLE001
-                code = 3
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            code = os.waitstatus_to_exitcode(status)
-            raise RuntimeError(f"the private root could not be built (code {code})")
+            self._become_sandbox(req, ctrl_fd, out_fd, slot, group, scratch)  # never returns
+        deadline = time.monotonic() + float(limits["notebook_timeout"]) + float(limits["load_timeout"]) + 30.0
+        self.alive[cid] = _Sandbox(pid, slot, deadline, group, scratch)
+        return {"id": cid, "pid": pid}
 
-    # ---- serving
+    def _become_sandbox(self, req, ctrl_fd, out_fd, slot, group, scratch) -> None:
+        """In the forked child: lock down, then serve the grader; never returns."""
+        code = SETUP_FAILED
+        try:
+            from . import child
+
+            if self.pidns_fd >= 0:
+                os.close(self.pidns_fd)
+            self.sock.close()
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+                signal.signal(s, signal.SIG_DFL)
+            if self.user:
+                uid, gid = os.getuid() or 1000, os.getgid() or 1000
+            elif os.geteuid() == 0:
+                uid = gid = self.uid_base + slot
+            else:
+                uid, gid = os.getuid(), os.getgid()
+            ctrl = child.lock_down(ctrl_fd=ctrl_fd, out_fd=out_fd, namespaced=self.namespaced, user=self.user,
+                                   plan=self.plan, uid=uid, gid=gid, limits=req["limits"], scratch=scratch,
+                                   group=group)
+            code = 0
+            child.serve(ctrl, req["assignment"])
+        except BaseException:  # noqa: BLE001 - a set-up failure: report it, never run the student's code
+            try:
+                os.write(2, traceback.format_exc().encode()[-2000:])
+            except OSError:
+                pass
+        os._exit(code)
+
+    def check(self) -> None:
+        """Bring up one throwaway sandbox and wait for its "ready": the machine can build what grading
+        needs (namespaces, the private root, limits, seccomp), or the server fails now."""
+        from .protocol import recv_frame
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        null = os.open(os.devnull, os.O_WRONLY)
+        limits = {"nproc": 32, "memory_bytes": 1 << 30, "notebook_timeout": 30, "load_timeout": 30,
+                  "cpu_seconds": 30, "file_bytes": 1 << 20, "scratch_bytes": 1 << 20}
+        try:
+            reply = self.spawn({"assignment": "lrn", "limits": limits}, theirs.fileno(), null)
+        finally:
+            theirs.close()
+            os.close(null)
+        try:
+            ready = recv_frame(ours, time.monotonic() + 60, 1 << 16)
+        except Exception as exc:  # noqa: BLE001
+            ready = b""
+            why = f"{type(exc).__name__}"
+        else:
+            why = ""
+        ours.close()
+        self.kill(reply["id"], forget=True)
+        self.reap_until(reply["id"], 5.0)
+        if b"ready" not in ready:
+            raise RuntimeError(f"a sandbox could not be set up here ({self.mode} isolation): "
+                               f"{why or 'no ready'}")
+
+    # ---- the sandboxes' lives
 
     def reap(self) -> None:
         while True:
@@ -242,22 +341,46 @@ class Server:
                 return
             if pid == 0:
                 return
-            for cid, (p, _slot) in list(self.alive.items()):
-                if p == pid:
+            for cid, sb in list(self.alive.items()):
+                if sb.pid == pid:
                     del self.alive[cid]
-                    self.deadline.pop(cid, None)
-                    if cid in self.scratch:
-                        self.sweep_orphans()
-                        shutil.rmtree(self.scratch.pop(cid), ignore_errors=True)
-                    if cid in self.forget:
-                        self.forget.discard(cid)
-                    else:
+                    self._clean(sb)
+                    if not sb.forget:
                         self.status[cid] = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
                                             else {"exit": os.WEXITSTATUS(status)})
 
+    def _clean(self, sb: _Sandbox) -> None:
+        if sb.group is not None:
+            sb.group.remove()
+        if sb.scratch is not None:
+            self.sweep_orphans()
+            shutil.rmtree(sb.scratch, ignore_errors=True)
+
+    def reap_until(self, cid: int, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while cid in self.alive and time.monotonic() < end:
+            self.reap()
+            if cid in self.alive:
+                time.sleep(0.002)
+
+    def kill(self, cid: int, *, forget: bool) -> None:
+        sb = self.alive.get(cid)
+        if sb is not None:
+            sb.forget = sb.forget or forget
+            try:
+                os.kill(sb.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            if sb.group is not None:
+                sb.group.kill()
+        if forget:
+            self.status.pop(cid, None)
+
     def sweep_orphans(self) -> None:
-        """Without namespaces, processes that escaped a supervisor are reparented here: kill them."""
-        known = {p for p, _ in self.alive.values()}
+        """Without namespaces, processes that escaped a sandbox are reparented here: kill them."""
+        if self.namespaced:
+            return
+        known = {sb.pid for sb in self.alive.values()}
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) in known:
                 continue
@@ -272,150 +395,24 @@ class Server:
                 except OSError:
                     pass
 
-    def spawn(self, req: dict, fds: list[int]) -> dict:
-        ctrl_fd, out_fd = fds
-        used = {slot for _, slot in self.alive.values()}
-        slot = next(i for i in range(len(used) + 1) if i not in used)
-        cid = self.next_id
-        self.next_id += 1
-        if self.mode == "none":  # made and removed here: a killed supervisor cannot clean up
-            req = dict(req, scratch=tempfile.mkdtemp(prefix="grader-scratch-"))
-            self.scratch[cid] = req["scratch"]
-            if os.geteuid() == 0:
-                os.chown(req["scratch"], self.uid_base + slot, self.uid_base + slot)
-        if self.mode == "namespaces":
-            # the next child is PID 1 of a brand-new PID namespace: one fork, no supervisor process (a fork
-            # of this process, torch and all, costs tens of milliseconds)
-            self.jail.new_pid_namespace_for_children(self.pidns_fd)
-        try:
-            pid = os.fork()
-        finally:
-            if self.mode == "namespaces" and pid != 0:
-                self.jail.own_pid_namespace_for_children(self.pidns_fd)
-        if pid == 0:
-            code = 70
-            try:
-                code = (self.student(req, ctrl_fd, out_fd, slot) if self.mode == "namespaces"
-                        else self.supervise(req, ctrl_fd, out_fd, slot))
-            except BaseException:  # noqa: BLE001
-                traceback.print_exc()
-            os._exit(code)
-        self.alive[cid] = (pid, slot)
-        self.deadline[cid] = time.monotonic() + float(req["limits"]["notebook_timeout"]) + \
-            float(req["limits"]["load_timeout"]) + 30.0
-        return {"id": cid, "pid": pid}
-
-    def student(self, req: dict, ctrl_fd: int, out_fd: int, slot: int) -> int:
-        """Namespaces mode: this process is PID 1 of its namespace, and becomes the student's process."""
-        from . import child
-
-        os.close(self.pidns_fd)
-        self.sock.close()
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(s, signal.SIG_DFL)
-        uid = self.uid_base + slot
-        ctrl = child.lock_down(ctrl_fd=ctrl_fd, out_fd=out_fd, mode="namespaces", plan=self.plan, uid=uid,
-                               gid=uid, limits=req["limits"], scratch=None, forbidden=self.forbidden,
-                               unshare=self.jail.NAMESPACES & ~self.jail.CLONE_NEWPID)
-        child.serve(ctrl, req["assignment"])
-        return 0
-
-    def supervise(self, req: dict, ctrl_fd: int, out_fd: int, slot: int) -> int:
-        """The supervisor: own session, new namespaces, then the student's process as PID 1; wait for it."""
-        jail = self.jail
-        jail.set_parent_death_signal()
-        os.setsid()
-        self.sock.close()
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(s, signal.SIG_DFL)
-        limits = req["limits"]
-        mode = self.mode
-        uid = gid = self.uid_base + slot
-        scratch = None
-        if mode == "namespaces":
-            jail.unshare(jail.NAMESPACES)
-        elif mode == "userns":
-            outer_uid, outer_gid = os.getuid(), os.getgid()
-            jail.unshare(jail.CLONE_NEWUSER | jail.NAMESPACES)
-            jail.write_id_maps(0, outer_uid, 0, outer_gid)
-            uid, gid = outer_uid or 1000, outer_gid or 1000
-        else:
-            jail.prctl(jail.PR_SET_CHILD_SUBREAPER, 1)
-            scratch = req["scratch"]
-            if os.geteuid() != 0:
-                uid, gid = os.getuid(), os.getgid()
-        student = os.fork()
-        if student == 0:
-            from . import child
-            code = 71
-            try:
-                ctrl = child.lock_down(ctrl_fd=ctrl_fd, out_fd=out_fd, mode=mode, plan=self.plan, uid=uid,
-                                       gid=gid, limits=limits, scratch=scratch, forbidden=self.forbidden)
-                child.serve(ctrl, req["assignment"])
-                code = 0
-            except BaseException:  # noqa: BLE001 - a lock-down failure: never run the student's code
-                try:
-                    os.write(2, traceback.format_exc().encode()[-2000:])
-                except OSError:
-                    pass
-            os._exit(code)
-        os.close(ctrl_fd)
-        os.close(out_fd)
-        # a backstop if the grader itself stalls: the submission never outlives its notebook budget by much
-        signal.signal(signal.SIGALRM, lambda *a: os.kill(student, signal.SIGKILL))
-        signal.alarm(int(limits["notebook_timeout"] + limits["load_timeout"]) + 30)
-        while True:
-            try:
-                _, status = os.waitpid(student, 0)
-                break
-            except InterruptedError:
-                continue
-        signal.alarm(0)
-        if mode == "none":
-            for _ in range(100):  # kill what the student left behind (reparented to us, the subreaper)
-                try:
-                    os.killpg(student, signal.SIGKILL)
-                except OSError:
-                    pass
-                if jail.kill_descendants(os.getpid()) == 0:
-                    break
-                while True:
-                    try:
-                        if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                            break
-                    except ChildProcessError:
-                        break
-                time.sleep(0.01)
-        return (128 + os.WTERMSIG(status)) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    # ---- serving the grader
 
     def handle(self, req: dict, fds: list[int]) -> dict:
         op = req.get("op")
-        if op == "spawn":
-            try:
-                return self.spawn(req, fds)
-            finally:
-                for fd in fds:
-                    os.close(fd)
-        for fd in fds:
-            os.close(fd)
+        try:
+            if op == "spawn":
+                if len(fds) != 2:
+                    return {"error": "spawn needs a control socket and an output pipe"}
+                return self.spawn(req, fds[0], fds[1])
+        finally:
+            for fd in fds:
+                os.close(fd)
         if op == "kill":
-            cid = int(req["id"])
-            if cid in self.alive:
-                try:
-                    os.kill(self.alive[cid][0], signal.SIGKILL)
-                except OSError:
-                    pass
-                if req.get("forget", True):
-                    self.forget.add(cid)
-            self.status.pop(cid, None)
+            self.kill(int(req["id"]), forget=bool(req.get("forget", True)))
             return {"ok": True}
         if op == "reap":
             cid = int(req["id"])
-            end = time.monotonic() + float(req.get("timeout", 2.0))
-            while cid in self.alive and time.monotonic() < end:
-                self.reap()
-                if cid in self.alive:
-                    time.sleep(0.002)
+            self.reap_until(cid, float(req.get("timeout", 2.0)))
             return {"status": self.status.pop(cid, None)}
         return {"error": f"unknown op {op!r}"}
 
@@ -427,15 +424,12 @@ class Server:
             events = poller.poll(200)
             self.reap()
             now = time.monotonic()
-            for cid, end in list(self.deadline.items()):  # a backstop if the grader itself stalls
-                if now > end and cid in self.alive:
-                    try:
-                        os.kill(self.alive[cid][0], signal.SIGKILL)
-                    except OSError:
-                        pass
-            if self.mode == "none" and time.monotonic() - last_sweep > 0.2:
+            for cid, sb in list(self.alive.items()):  # a backstop if the grader itself stalls
+                if now > sb.deadline:
+                    self.kill(cid, forget=False)
+            if not self.namespaced and now - last_sweep > 0.2:
                 self.sweep_orphans()
-                last_sweep = time.monotonic()
+                last_sweep = now
             if not events:
                 continue
             try:
@@ -452,21 +446,18 @@ class Server:
         self.shutdown()
 
     def shutdown(self) -> None:
-        for pid, _slot in list(self.alive.values()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        for cid in list(self.alive):
+            self.kill(cid, forget=True)
         deadline = time.monotonic() + 5
         while self.alive and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.005)
-        if self.mode == "none":
-            for _ in range(3):
-                self.sweep_orphans()
-                time.sleep(0.01)
-            for path in self.scratch.values():
-                shutil.rmtree(path, ignore_errors=True)
+        for sb in list(self.alive.values()):
+            self._clean(sb)
+        if self.cgroups is not None:
+            self.cgroups.close()
+        for _ in range(3):
+            self.sweep_orphans()
         try:
             os.rmdir(self.mountpoint)
         except OSError:
@@ -476,18 +467,23 @@ class Server:
 def main(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    jail_error = None
+    tag = os.getpid()
     try:
         config = json.loads(sock.recv(_MAX_MSG))
+        namespaced, user = _choose_isolation(config.get("isolation", "auto"))
+        if namespaced:
+            _become_pid1(sock)
         _preload(config.get("extra_probes") or {})
-        server = Server(sock, config)
-        server.mode, warning = server.probe_isolation()
+        server = Server(sock, config, namespaced=namespaced, user=user, tag=tag)
+        server.check()
     except Exception as exc:  # noqa: BLE001
-        jail_error = f"{type(exc).__name__}: {exc}"
-        sock.send(json.dumps({"error": jail_error, "trace": traceback.format_exc()[-3000:]}).encode())
+        sock.send(json.dumps({"error": f"{type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError)
+                              else str(exc), "trace": traceback.format_exc()[-3000:]}).encode())
         return
-    sock.send(json.dumps({"mode": server.mode, "warning": warning, "pid": os.getpid(),
-                          "forbidden": server.forbidden, "binds": server.plan["binds"]}).encode())
+    warning = None if namespaced else "isolation 'none' was asked for"
+    sock.send(json.dumps({"mode": server.mode, "warning": warning, "pid": tag, "forbidden": server.forbidden,
+                          "binds": server.plan["binds"], "cgroups": server.cgroups.version
+                          if server.cgroups else None, "cgroups_note": server.cgroups_note}).encode())
     server.run()
 
 
