@@ -49,20 +49,21 @@ def jupyter_book_exe() -> str:
     return str(exe) if exe.exists() else "jupyter-book"
 
 
-def build_book(root: Path, log_path: Path, *extra: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+def build_book(root: Path, log_path: Path, *extra: str, timeout: float = 1800,
+               env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the site build in ``root`` exactly as `make site` does; stdout and stderr go to ``log_path``."""
     with open(log_path, "w") as log:
         return subprocess.run([jupyter_book_exe(), *BUILD_ARGS, *extra], cwd=root, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False, env=env)
 
 
-def build_edition(root: Path, log_path: Path, edition: str,
-                  timeout: float = 1800) -> subprocess.CompletedProcess:
+def build_edition(root: Path, log_path: Path, edition: str, timeout: float = 1800,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
     """Build ``edition`` of the book in ``root`` as `make site-solutions` does (book/_ext/editions.py)."""
     with open(log_path, "w") as log:
         return subprocess.run([sys.executable, str(root / "book" / "_ext" / "editions.py"), "build",
                                "--edition", edition], cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, env=env)
 
 
 def log_tail(log_path: Path, lines: int = 60) -> str:
