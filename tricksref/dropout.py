@@ -55,7 +55,7 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: boo
           different masks. In the solutions edition P(drop) is exactly p when p * 256 is an integer (p = 0.5,
           0.25, ...), otherwise within 2^-33 of p; the mask is the same on every device and with or without
           the C kernel, except under torch.func transforms and torch.compile, which draw it with
-          ``torch.bernoulli`` (vmap then follows its ``randomness`` argument).
+          ``torch.rand`` (vmap then follows its ``randomness`` argument).
         - Derivatives: the backward (``grad * m / (1 - p)``, saving the boolean mask only) is itself
           differentiable, so second derivatives, forward-mode AD and the torch.func transforms work.
 

@@ -56,7 +56,7 @@ def _bshape(x: torch.Tensor) -> tuple[int, ...]:
 
 
 def _kernel_ok(x: torch.Tensor, *others: torch.Tensor | None) -> bool:
-    return (x.dim() >= 3 and x.numel() // (x.shape[0] * x.shape[1]) >= _MIN_ROW
+    return (x.dim() >= 3 and x.numel() > 0 and x.numel() // (x.shape[0] * x.shape[1]) >= _MIN_ROW
             and _native.usable(x, *others))
 
 

@@ -9,8 +9,8 @@ one byte each when p * 256 is an integer (p = 0.5, 0.25, ...: P(drop) exactly p)
 (|P(drop) - p| <= 2^-33); a unit is dropped iff its r < round(p * 2^k). Counter-based, the mask is the same
 whatever the thread count and on every path: :func:`keep_mask` computes it with torch's integer ops (the
 reference, and the path on CUDA), the C kernel (``_kernels.c``) computes the same bits and applies them in
-the same pass on the CPU. Under a torch.func transform or torch.compile the mask is ``torch.bernoulli``'s
-instead, which those understand (vmap's ``randomness`` modes included).
+the same pass on the CPU. Under a torch.func transform or torch.compile the mask is drawn with
+``torch.rand`` instead, which those understand (vmap's ``randomness`` modes included).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class _DropoutFunction(torch.autograd.Function):
         if keep is None:
             return _forward_plain(x, p, seed, inplace)
         return (x.mul_(keep.to(x.dtype)).mul_(1.0 / (1.0 - p)) if inplace
-                else _apply(x, keep, 1.0 / (1.0 - p))), keep
+                else _apply(x, keep, 1.0 / (1.0 - p))), keep.view_as(keep)  # an input cannot be an output
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -145,7 +145,9 @@ class _DropoutFunction(torch.autograd.Function):
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
     """Inverted dropout in training, for 0 < p <= 1 and a non-empty x (the caller checked the arguments)."""
     if not _native._plain(x):  # a torch.func transform or torch.compile: a mask they understand
-        keep = torch.bernoulli(torch.full_like(x, 1.0 - p), generator=generator).bool()
+        # drawn for x's (per-sample) shape, so that vmap's randomness="same" and "different" both apply
+        u = torch.rand(x.shape, dtype=torch.float64, device=x.device, generator=generator)
+        keep = u >= p
         return _DropoutFunction.apply(x, p, None, keep, inplace)[0]
     seed = _draw_seed(x, generator)
     return _DropoutFunction.apply(x, p, seed, None, inplace)[0]
