@@ -218,10 +218,13 @@ class NativeLibrary:
                                                                         (fallback_cache_dir(), 2)]
         errors: list[str] = []
         self.state["refused"] = refused = []
+        refused_folders: set[Path] = set()
         for cmd in found:
             for flags in ((*FLAGS, *MACHINE_FLAGS), FLAGS):
                 name = f"{self.name}-{_key(source, cmd, flags, self.abi_version)}.so"
                 for folder, owned in folders:
+                    if folder in refused_folders:
+                        continue
                     path = folder / name
                     try:
                         prepare_folder(folder, owned)
@@ -233,9 +236,10 @@ class NativeLibrary:
                                 pass
                         _compile(cmd, flags, source, path)
                         return self._load(path), path
-                    except UnsafeCacheError as err:  # refused: never loaded, never written into
+                    except UnsafeCacheError as err:  # refused, with all it holds: never loaded, never written
                         errors.append(f"refused {err}")
                         refused.append(str(err))
+                        refused_folders.add(folder)
                     except (OSError, subprocess.SubprocessError) as err:  # folder not writable, load failed
                         errors.append(f"{path}: {err}")
                     except RuntimeError as err:  # the compiler refused: the next flags or compiler
