@@ -201,6 +201,30 @@ def test_site_intro_math_and_widget_render(site_url, browser, built_site):
     assert widget["plot"] > 100, "the plot inside the widget's output did not load"
 
 
+def test_site_hidden_input_is_folded_and_its_output_shows(site_url, browser, built_site):
+    """A cell tagged hide-input (the intro's widget and machine cells) shows its output; its code waits behind
+    a closed toggle that opens on a click."""
+    browser.get(site_url + "book/intro.html")
+    cells = browser.execute_script("""
+        return Array.from(document.querySelectorAll('.cell.tag_hide-input')).map(cell => {
+            const details = cell.querySelector('details.hide');
+            const code = cell.querySelector('.cell_input pre');
+            const output = cell.querySelector('.cell_output');
+            return {closed: !!details && !details.open, summary: details ? details.innerText.trim() : '',
+                    codeShown: !!code && code.checkVisibility(),
+                    outputHeight: output ? output.getBoundingClientRect().height : 0};
+        });""")
+    assert len(cells) >= 2, cells
+    for cell in cells:
+        assert cell["closed"] and not cell["codeShown"] and cell["outputHeight"] > 20, cell
+        assert cell["summary"].startswith("Show code cell source"), cell
+    shown = browser.execute_script("""
+        const details = document.querySelector('.cell.tag_hide-input details.hide');
+        details.querySelector('summary').click();
+        return details.open && details.querySelector('.cell_input pre').checkVisibility();""")
+    assert shown, "the toggle does not open the hidden code"
+
+
 def test_site_screenshots(site_url, browser, built_site):
     """Two chapters as a reader sees them, in _build/screenshots/ (look at them before a release)."""
     for page in SCREENSHOT_PAGES:
