@@ -36,6 +36,7 @@ import re
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterable
 
 from .report import csv_cell, safe_text
@@ -51,6 +52,7 @@ _HIDDEN_NOTE = "# hidden tests: they ran when your notebook was graded (their re
 _NBGRADER_KEYS = {"schema_version", "grade", "solution", "locked", "task", "grade_id", "points", "checksum",
                   "cell_type"}
 _MAX_META_TEXT = 200
+_CELL_ID = re.compile(r"[a-zA-Z0-9-_]{1,64}")  # nbformat 4.5's pattern for a cell id
 
 
 def clean_submission(nb: dict, known_ids: Iterable[str] = ()) -> dict:
@@ -69,7 +71,11 @@ def clean_submission(nb: dict, known_ids: Iterable[str] = ()) -> dict:
         kind = c.get("cell_type") if c.get("cell_type") in ("code", "markdown", "raw") else "raw"
         src = c.get("source", "")
         src = "".join(x for x in src if isinstance(x, str)) if isinstance(src, list) else src
-        cell = {"cell_type": kind, "metadata": {}, "source": src if isinstance(src, str) else ""}
+        cell_id = c.get("id")
+        if not (isinstance(cell_id, str) and _CELL_ID.fullmatch(cell_id)):
+            cell_id = uuid.uuid4().hex[:8]
+        cell = {"id": cell_id, "cell_type": kind, "metadata": {},
+                "source": src if isinstance(src, str) else ""}
         if kind == "code":
             cell.update(outputs=[], execution_count=None)
         meta = c.get("metadata")

@@ -97,7 +97,7 @@ def test_sandbox_subclass_and_liar_objects_come_back_plain(server):
         assert not torch.equal(out["out"], torch.full((3,), 2.0))
         with pytest.raises(StudentError) as err:
             sub.run("toy.value", name="f", args=[])
-    assert err.value.kind == "bad_output" and "Always" in err.value.message
+    assert err.value.kind == "bad_output" and "Always" in err.value.message, err.value
 
 
 def test_sandbox_input_mutation_stays_in_the_child(server):

@@ -335,6 +335,23 @@ def _describe_status(status: dict | None, limits: Limits) -> str:
             f"graded code)")
 
 
+def _stopped(key: str, body) -> StudentError:
+    """The student's code stopped a probe (``raised``) or made its reply unsendable (``broken``): a
+    StudentError whose text, in a hidden test, never repeats what the student's code wrote."""
+    from ..suite import in_hidden_test
+
+    if not (isinstance(body, dict) and isinstance(body.get("type"), str) and isinstance(body.get("message"),
+                                                                                         str)):
+        return StudentError("bad_output", "the graded process sent a malformed reply")
+    typ, text = safe_text(body["type"], 100), "" if in_hidden_test() else safe_text(body["message"], 300)
+    if key == "broken":
+        return StudentError("bad_output", "your code returned something that is not plain data"
+                            + (f" ({text})" if text else ""))
+    if typ == "SystemExit":
+        return StudentError("error", "your code called sys.exit(): graded code must not exit")
+    return StudentError("error", f"{typ}: {text}" if text else f"your code raised {typ}")
+
+
 class SandboxSubmission(Submission):
     """A student's code running in a sandbox; ``run`` calls probes there and returns their raw replies.
 
@@ -517,10 +534,12 @@ class SandboxSubmission(Submission):
             raise StudentError("crash", f"your code stopped the grading: "
                                         f"{_describe_status(status, self.limits)}") from None
         reply = self._decode(data)
-        if isinstance(reply, dict) and set(reply) == {"grader_error"}:
-            raise GraderError(f"sandbox: {safe_text(reply['grader_error'], 300)}")
-        if isinstance(reply, dict) and set(reply) == {"broken"}:
-            raise ProbeInterference(f"the probe stopped with {safe_text(reply['broken'], 100)}")
+        if isinstance(reply, dict) and len(reply) == 1:
+            (key, body), = reply.items()
+            if key == "grader_error":
+                raise GraderError(f"sandbox: {safe_text(body, 300)}")
+            if key in ("raised", "broken"):
+                raise _stopped(key, body)
         return reply
 
     def close(self) -> None:

@@ -242,7 +242,14 @@ def _run(ns: dict, probe: str, inputs: dict) -> dict:
         fn = resolve_probe(probe)
     except (ValueError, ImportError) as exc:
         return {"grader_error": f"probe {probe!r}: {exc}"}
-    return fn(ns, **inputs)
+    try:
+        return fn(ns, **inputs)
+    except BaseException as exc:  # noqa: BLE001 - the course's probes catch per case; a test's may not
+        try:
+            text = str(exc)[:500]
+        except BaseException:  # noqa: BLE001 - a __str__ that raises
+            text = ""
+        return {"raised": {"type": type(exc).__name__[:100], "message": text}}
 
 
 def serve(ctrl: int, assignment: str) -> None:
@@ -271,7 +278,11 @@ def serve(ctrl: int, assignment: str) -> None:
                 os._exit(0)
             data = transport.encode(reply)
         except BaseException as exc:  # noqa: BLE001 - the student broke the probe, the encoder, anything
-            data = transport.encode({"broken": type(exc).__name__[:100]})
+            try:
+                text = str(exc)[:300]
+            except BaseException:  # noqa: BLE001
+                text = ""
+            data = transport.encode({"broken": {"type": type(exc).__name__[:100], "message": text}})
         try:
             send_frame(sock, data)
         except OSError:

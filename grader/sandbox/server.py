@@ -407,8 +407,10 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
-        if op == "kill":
-            self.kill(int(req["id"]), forget=bool(req.get("forget", True)))
+        if op == "kill":  # and wait for it, so that its scratch folder and group are gone when we answer
+            cid = int(req["id"])
+            self.kill(cid, forget=bool(req.get("forget", True)))
+            self.reap_until(cid, 1.0)
             return {"ok": True}
         if op == "reap":
             cid = int(req["id"])

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 
 import torch
 
+from grader.policy import BASE_MODULES, Policy
 from grader.submission import StudentError
 
 ASSIGNMENTS = ("toy",)
+
+
+def policy(assignment):
+    """The rules of the course's assignments, and ``time`` (the course-mode tests' slow submissions)."""
+    return Policy(assignment, modules=BASE_MODULES | {"time"})
 
 
 @dataclass
