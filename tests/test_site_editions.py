@@ -308,7 +308,9 @@ def course_repo(tmp_path):
 def test_site_publish_pushes_each_edition_to_gh_pages(small_book, course_repo):
     src, bare = course_repo
     config = editions.site_config(small_book)
-    student = editions.publish("student", root=small_book, repo=src, remote=str(bare))
+    # the small book keeps _config.yml's placeholder links: a rehearsal, as an instructor's would be
+    student = editions.publish("student", root=small_book, repo=src, remote=str(bare),
+                               allow_placeholders=True)
     tree = set(_git(bare, "ls-tree", "-r", "--name-only", "gh-pages").split())
     assert {"index.html", "EDITION", ".nojekyll", "book/tagged.html", "_sources/book/tagged.ipynb"} <= tree
     assert _git(bare, "show", "gh-pages:EDITION") == "student"
@@ -324,7 +326,8 @@ def test_site_publish_pushes_each_edition_to_gh_pages(small_book, course_repo):
     assert _git(src, "rev-parse", "--abbrev-ref", "HEAD").strip() == "main", "the source branch is untouched"
 
     # after the deadline: the solutions edition on top, a fast-forward that students' clones can pull
-    solutions = editions.publish("solutions", root=small_book, repo=src, remote=str(bare))
+    solutions = editions.publish("solutions", root=small_book, repo=src, remote=str(bare),
+                                 allow_placeholders=True)
     assert _git(bare, "rev-parse", "gh-pages^").strip() == student
     assert _git(bare, "rev-parse", "gh-pages").strip() == solutions
     assert _git(bare, "show", "gh-pages:EDITION") == "solutions"
@@ -333,26 +336,50 @@ def test_site_publish_pushes_each_edition_to_gh_pages(small_book, course_repo):
 
 def test_site_publish_refuses_the_wrong_site(small_book, course_repo, tmp_path):
     src, bare = course_repo
-    solutions_site = small_book / "_build" / "solutions" / "html"
+
+    def publish(edition="student", **kwargs):
+        return editions.publish(edition, root=small_book, repo=src, remote=str(bare), allow_placeholders=True,
+                                **kwargs)
+
     with pytest.raises(ValueError, match="holds the solutions edition, not the student edition"):
-        editions.publish("student", root=small_book, site=solutions_site, repo=src, remote=str(bare))
+        publish(site=small_book / "_build" / "solutions" / "html")
     unmarked = tmp_path / "unmarked"
     shutil.copytree(small_book / "_build" / "html", unmarked)
     (unmarked / "EDITION").unlink()
     with pytest.raises(ValueError, match="unmarked"):
-        editions.publish("student", root=small_book, site=unmarked, repo=src, remote=str(bare))
+        publish(site=unmarked)
     with pytest.raises(ValueError, match="no built site"):
-        editions.publish("student", root=small_book, site=tmp_path / "nothing", repo=src, remote=str(bare))
+        publish(site=tmp_path / "nothing")
     with pytest.raises(ValueError, match="'main' is a source branch"):
-        editions.publish("student", root=small_book, repo=src, remote=str(bare), branch="main")
+        publish(branch="main")
     with pytest.raises(ValueError, match="edition: expected one of"):
-        editions.publish("teacher", root=small_book, repo=src, remote=str(bare))
+        publish("teacher")
+    with pytest.raises(ValueError, match="repository.url, launch_buttons.jupyterhub_url still hold the "
+                                         "placeholders"):
+        editions.publish("student", root=small_book, repo=src, remote=str(bare))
     assert _git(bare, "branch", "--list").strip() == "", "nothing was pushed"
+
+
+def test_site_publish_accepts_a_configured_course(small_book, course_repo, tmp_path):
+    """The placeholder check reads _config.yml: with the course's own addresses there, publishing goes."""
+    src, bare = course_repo
+    root = tmp_path / "configured"
+    root.mkdir()
+    config = (small_book / "_config.yml").read_text()
+    for placeholder, real in (("https://github.com/cnn-tricks/cnn-tricks", "https://github.com/uni-x/cnn-course"),
+                              ("https://jupyterhub.example.edu", "https://hub.uni-x.edu")):
+        assert placeholder in config
+        config = config.replace(placeholder, real)
+    (root / "_config.yml").write_text(config)
+    assert editions.site_config(root)["placeholders"] == []
+    editions.publish("student", root=root, site=small_book / "_build" / "html", repo=src, remote=str(bare))
+    assert _git(bare, "show", "gh-pages:EDITION") == "student"
 
 
 def test_site_publish_command_line_reports_a_refusal(small_book, course_repo):
     src, bare = course_repo
     proc = subprocess.run([sys.executable, str(ROOT / "book" / "_ext" / "editions.py"), "publish",
-                           "--edition", "student", "--branch", "main", "--remote", str(bare)], cwd=src,
+                           "--edition", "student", "--branch", "main", "--remote", str(bare),
+                           "--allow-placeholders"], cwd=src,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and re.search(r"publish: branch: 'main' is a source branch", proc.stderr)

@@ -29,14 +29,21 @@ EDITIONS = ("student", "solutions")
 SITE_DIRS = {"student": Path("_build/html"), "solutions": Path("_build/solutions/html")}
 #: a remote-tracking ref of our own for the published branch, so ghp-import builds on its history
 TRACKING = "course-publish"
+#: the values _config.yml ships with until the course has a home: a site built with them links nowhere
+PLACEHOLDERS = {"repository.url": "https://github.com/cnn-tricks/cnn-tricks",
+                "launch_buttons.jupyterhub_url": "https://jupyterhub.example.edu"}
 
 
 def site_config(root: Path = ROOT) -> dict:
     """The publishing settings of _config.yml: repository url, branch and path_to_book."""
     config = yaml.safe_load((root / "_config.yml").read_text()) or {}
     repo = config.get("repository") or {}
+    launch = config.get("launch_buttons") or {}
     return {"url": repo.get("url", ""), "branch": repo.get("branch", "gh-pages"),
-            "path_to_book": repo.get("path_to_book", "")}
+            "path_to_book": repo.get("path_to_book", ""),
+            "placeholders": [key for key, value in PLACEHOLDERS.items()
+                             if (repo if key.startswith("repository.") else launch).get(key.split(".")[1], "")
+                             .rstrip("/") == value]}
 
 
 def build(edition: str, root: Path = ROOT, *, log=None) -> int:
@@ -72,13 +79,14 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 def publish(edition: str, *, root: Path = ROOT, site: Path | None = None, repo: Path | None = None,
             remote: str | None = None, branch: str | None = None, message: str | None = None,
-            push: bool = True) -> str:
+            push: bool = True, allow_placeholders: bool = False) -> str:
     """Commit the built ``edition`` onto ``branch`` (ghp-import), push it to ``remote``; returns the commit.
 
     ``site`` defaults to where the edition is built, ``repo`` (the git repository that makes the commit) to
     the book's root, ``remote`` (a URL or a path) to ``repository.url`` and ``branch`` to
     ``repository.branch`` of _config.yml: the launch buttons were built from the same two, so they open
-    what is pushed here.
+    what is pushed here. A site whose links still use _config.yml's placeholders is refused unless
+    ``allow_placeholders`` (a rehearsal against a local repository).
     """
     if edition not in EDITIONS:
         raise ValueError(f"edition: expected one of {EDITIONS}, got {edition!r}")
@@ -88,6 +96,10 @@ def publish(edition: str, *, root: Path = ROOT, site: Path | None = None, repo: 
     repo = Path(repo) if repo is not None else root
     remote = remote or config["url"]
     branch = branch or config["branch"]
+    if config["placeholders"] and not allow_placeholders:
+        raise ValueError(f"_config.yml: {', '.join(config['placeholders'])} still hold the placeholders; set "
+                         "the course's public repository and hub there (the launch buttons are built from "
+                         "them), rebuild the site, then publish")
     if not remote:
         raise ValueError("remote: set repository.url in _config.yml or pass --remote")
     if not branch:
@@ -135,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--branch", help="branch to publish to (default: repository.branch of _config.yml)")
     p.add_argument("--message", help="the commit message")
     p.add_argument("--no-push", action="store_true", help="make the commit on the local branch only")
+    p.add_argument("--allow-placeholders", action="store_true",
+                   help="publish even though _config.yml still has its placeholder links (a rehearsal)")
     args = parser.parse_args(argv)
     if args.command == "build":
         return build(args.edition)
     try:
         commit = publish(args.edition, remote=args.remote, branch=args.branch, message=args.message,
-                         push=not args.no_push)
+                         push=not args.no_push, allow_placeholders=args.allow_placeholders)
     except (ValueError, RuntimeError) as error:
         print(f"publish: {error}", file=sys.stderr)
         return 2
