@@ -307,21 +307,40 @@ struct dropout_args {
     float scale;
 };
 
-/* blocks of whole words, so a thread's units never share a word with another thread's */
+/* one unit: keep it iff r >= threshold; y = x * scale or x * 0 (a dropped NaN or inf is NaN, as in torch) */
+#define UNIT(i, r)                                                         \
+    do {                                                                   \
+        uint8_t k_ = (r) >= thr;                                           \
+        keep[i] = k_;                                                      \
+        if (y)                                                             \
+            y[i] = x[i] * (k_ ? scale : 0.0f);                             \
+    } while (0)
+
+/* blocks of whole words, so a thread's units never share a word with another thread's; the pointers are
+ * copied into restrict locals, so that the byte stores into keep do not make the compiler reload them */
 static void dropout_range(void *p, int64_t w0, int64_t w1)
 {
     const struct dropout_args *a = (const struct dropout_args *)p;
+    const float *restrict x = a->x;
+    float *restrict y = a->y;
+    uint8_t *restrict keep = a->keep;
+    const uint64_t thr = a->threshold, seed = a->seed;
+    const float scale = a->scale;
+    const int64_t n = a->n;
     const int per = 64 / a->bits;
-    const uint64_t mask = a->bits == 8 ? 0xffULL : 0xffffffffULL;
     for (int64_t w = w0; w < w1; w++) {
-        uint64_t r = mix64(a->seed + (uint64_t)(w + 1) * GOLDEN);
-        int64_t base = w * per;
-        int64_t count = a->n - base < per ? a->n - base : per;
-        for (int64_t j = 0; j < count; j++) {
-            uint8_t k = ((r >> (a->bits * j)) & mask) >= a->threshold;
-            a->keep[base + j] = k;
-            if (a->y)  /* x * 0 for a dropped unit, so a dropped NaN or inf is NaN, as in torch */
-                a->y[base + j] = a->x[base + j] * (k ? a->scale : 0.0f);
+        const uint64_t r = mix64(seed + (uint64_t)(w + 1) * GOLDEN);
+        const int64_t base = w * per;
+        if (a->bits == 8 && base + 8 <= n) {
+            for (int j = 0; j < 8; j++)
+                UNIT(base + j, (r >> (8 * j)) & 0xffULL);
+        } else if (a->bits == 32 && base + 2 <= n) {
+            UNIT(base, r & 0xffffffffULL);
+            UNIT(base + 1, r >> 32);
+        } else {  /* the last, partial word */
+            const uint64_t mask = a->bits == 8 ? 0xffULL : 0xffffffffULL;
+            for (int64_t j = 0; base + j < n; j++)
+                UNIT(base + j, (r >> (a->bits * j)) & mask);
         }
     }
 }

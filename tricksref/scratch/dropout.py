@@ -72,7 +72,9 @@ def _draw_seed(x: torch.Tensor, generator: torch.Generator | None) -> int | torc
 def _apply(t: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
     """t * keep * scale. The keep-mask is cast to t's dtype first: with a bool operand TensorIterator casts
     element by element (several times slower on CPU)."""
-    if not torch.is_grad_enabled() and _native.usable(t, keep):  # no graph to record: the kernel may run
+    # no graph to record: the kernel may run
+    if (not torch.is_grad_enabled() and keep.is_contiguous() and keep.dtype == torch.bool
+            and _native.usable(t)):
         dx = torch.empty_like(t)
         _native.library().tr_apply_mask(t.data_ptr(), keep.data_ptr(), dx.data_ptr(), t.numel(), scale,
                                         _native.threads_for(t.numel()))
