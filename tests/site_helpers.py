@@ -92,7 +92,7 @@ def _notebook_of(path: Path):
 
 def answer_cells(root: Path = ROOT) -> tuple[list[AnswerCell], list[str]]:
     """The cells tagged ``answer-<assignment>`` in the chapters of ``root``'s _toc.yml, read with jupytext
-    (not with the site's extension, which this checks), and the text of every other cell of those chapters."""
+    (not with the site's extension, which this checks), and the source of every other code cell there."""
     answers, others = [], []
     for page in toc_pages(root / "_toc.yml"):
         nb = _notebook_of(root / Path(page).with_suffix(".md"))
@@ -102,15 +102,15 @@ def answer_cells(root: Path = ROOT) -> tuple[list[AnswerCell], list[str]]:
             tags = [t for t in cell.metadata.get("tags", []) if str(t).startswith("answer-")]
             if cell.cell_type == "code" and tags:
                 answers.append(AnswerCell(page, tags[0][len("answer-"):], cell.source))
-            else:
+            elif cell.cell_type == "code":
                 others.append(cell.source)
     return answers, others
 
 
 def give_away_lines(answers: list[AnswerCell], others: list[str],
                     min_length: int = 16) -> dict[str, AnswerCell]:
-    """Each answer's lines that no other cell or paragraph of the book holds and that say something (16
-    characters or more, not a comment), whitespace collapsed: finding one in a file finds the answer there."""
+    """Each answer's lines that no untagged code cell of the book holds and that say something (16 characters
+    or more, not a comment), whitespace collapsed: finding one in a file finds the answer there."""
     def norm(line):
         return " ".join(line.split())
 

@@ -191,16 +191,26 @@ def test_site_launch_and_download_links_open_the_editions_notebook(small_book):
             assert (html / "book" / href).resolve().is_file(), href
 
 
-def test_site_student_build_fails_when_an_answer_leaks(tmp_path):
-    """A chapter that shows an answer another way (here a literalinclude of a file holding it) fails the
-    student build, and no EDITION file vouches for what it wrote."""
-    root = make_book(tmp_path, extra="\n```{literalinclude} answer_copy.py\n```\n")
+LEAKS = {
+    # a file holding the answer, shown by a directive
+    "literalinclude": ("\n```{literalinclude} answer_copy.py\n```\n", 3),
+    # a line of it quoted in the prose
+    "prose": ("\nIts last line is `return values[0] / (1.0 + window_sum) ** 0.75`.\n", 1),
+}
+
+
+@pytest.mark.parametrize("leak", sorted(LEAKS))
+def test_site_student_build_fails_when_an_answer_leaks(tmp_path, leak):
+    """A chapter that shows an answer another way fails the student build, and no EDITION file vouches for
+    what it wrote."""
+    extra, n_lines = LEAKS[leak]
+    root = make_book(tmp_path, extra=extra)
     answer = CHAPTER.split(":tags: [{tag}]\n\n", 1)[1].split("```", 1)[0]
     (root / "book" / "answer_copy.py").write_text(answer)
     proc = build_book(root, root / "build.log", timeout=600)
     log = (root / "build.log").read_text(errors="replace")
     assert proc.returncode != 0, "a student edition that shows an answer must fail"
-    assert "the student edition shows 3 line(s) of exercise answers" in log, log[-3000:]
+    assert f"the student edition shows {n_lines} line(s) of exercise answers" in log, log[-3000:]
     assert "book/tagged.html" in log
     assert not (root / "_build" / "html" / "EDITION").exists()
 

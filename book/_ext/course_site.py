@@ -155,10 +155,11 @@ def _normal(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def distinctive_lines(answers: Iterable[Answer], other_text: Iterable[str]) -> dict[str, Answer]:
-    """The lines of the answers that give them away: at least ``MIN_LINE`` characters, and in no other cell or
-    paragraph of any chapter (so ``import torch`` or a line the text quotes on purpose is not one)."""
-    elsewhere = {_normal(line) for text in other_text for line in text.splitlines()}
+def distinctive_lines(answers: Iterable[Answer], other_code: Iterable[str]) -> dict[str, Answer]:
+    """The lines of the answers that give them away: at least ``MIN_LINE`` characters, not a comment, and in
+    no untagged code cell of any chapter (an import both share, a line the book shows anyway). The prose is
+    no excuse: an answer's line quoted in a paragraph is a leak."""
+    elsewhere = {_normal(line) for text in other_code for line in text.splitlines()}
     lines = {}
     for answer in answers:
         for line in answer.source.splitlines():
@@ -372,7 +373,7 @@ def _on_builder_inited(app) -> None:
 
 
 def _on_source_read(app, docname: str, source: list[str]) -> None:
-    """Note each chapter's answer cells, its other text, and the tracked modules it depends on."""
+    """Note each chapter's answer cells, its other code, and the tracked modules it depends on."""
     path = Path(app.env.doc2path(docname))
     nb = read_notebook(path, source[0])
     if nb is None:
@@ -385,12 +386,12 @@ def _on_source_read(app, docname: str, source: list[str]) -> None:
             LOGGER.warning(f"tag answer-{answer.assignment}: no assignment {answer.assignment!r} "
                            f"(expected one of {sorted(known)})", location=(docname, None))
     answer_cells = {a.index for a in answers}
-    others = [c.source for i, c in enumerate(nb.cells) if i not in answer_cells]
+    others = [c.source for i, c in enumerate(nb.cells) if i not in answer_cells and c.cell_type == "code"]
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     modules = sorted(imported_names(code) & set(_INDEX.tracked))
     app.env.course_chapters[docname] = {
         "answers": [(a.index, a.assignment, a.source) for a in answers],
-        "other_text": others,
+        "other_code": others,
         "modules": modules,
         "digest": _INDEX.digest(modules),
     }
@@ -512,7 +513,7 @@ def _on_build_finished(app, exception) -> None:
     if exception is not None:
         return
     answers = [Answer(d, i, a, s) for d, r in chapters.items() for i, a, s in r["answers"]]
-    lines = distinctive_lines(answers, [t for r in chapters.values() for t in r["other_text"]])
+    lines = distinctive_lines(answers, [t for r in chapters.values() for t in r["other_code"]])
     if edition == "student":
         leaks = {line: files for line, files in find_lines(outdir, lines).items() if files}
         if leaks:
@@ -540,4 +541,4 @@ def setup(app):
     app.add_transform(ReplaceAnswerCells)
     app.connect("html-page-context", _on_html_page_context, priority=600)  # after the theme's buttons (501)
     app.connect("build-finished", _on_build_finished, priority=900)
-    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
