@@ -19,8 +19,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tricksref import augment as A
 from tricksref import _native_build
+from tricksref import augment as A
 from tricksref.augment import _native
 
 SETTINGS = settings(max_examples=25, deadline=None,

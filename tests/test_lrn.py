@@ -210,7 +210,8 @@ def test_lrn_uses_the_closed_form_backward():
 def test_lrn_gradgradcheck(mode, convention, size):
     # second derivatives (a gradient penalty): the backward's graph is built from a when create_graph=True
     x = _randn((2, 4, 3, 3), size).requires_grad_()
-    fn = partial(local_response_norm, size=size, alpha=0.7, beta=0.75, k=1.5, mode=mode, convention=convention)
+    fn = partial(local_response_norm, size=size, alpha=0.7, beta=0.75, k=1.5, mode=mode,
+                 convention=convention)
     assert torch.autograd.gradgradcheck(fn, (x,))
 
 
