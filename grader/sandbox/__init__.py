@@ -452,7 +452,8 @@ class SandboxSubmission(Submission):
                 raise Closed("no ready")
         except (Timeout, Closed, FrameTooLarge, transport.TransportError) as exc:
             status = self._lost(child) if isinstance(exc, Closed) else None
-            raise self._fail(f"{type(exc).__name__}; {_describe_status(status, self.limits)}") from None
+            raise self._fail(f"{type(exc).__name__} before it was ready, status {status}; the fork server's "
+                             f"stderr has the set-up's traceback") from None
         wait = min(self.limits.load_timeout, left)
         deadline = time.monotonic() + wait
         try:

@@ -119,14 +119,15 @@ def _remove_stale_mountpoints() -> None:
     for path in glob.glob(os.path.join(tempfile.gettempdir(), "grader-root-*-*")):
         try:
             pid = int(os.path.basename(path).split("-")[2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except (ValueError, IndexError):
+            continue
+        # /proc, not kill(pid, 0): this server lives in a PID namespace of its own, where the other servers'
+        # PIDs do not exist, while /proc is still the machine's
+        if not os.path.exists(f"/proc/{pid}"):
             try:
                 os.rmdir(path)  # only ever empty: the sandboxes mount over it in their own namespaces
             except OSError:
                 pass
-        except (ValueError, IndexError, PermissionError):
-            pass
 
 
 def _forbidden_paths() -> list[str]:
