@@ -1,5 +1,6 @@
 """Tests of tricksref.finetune and the shipped checkpoint: loading, freezing, the head swap, discriminative
-learning rates, the script's determinism, and the lecture's claim that reusing a learned model helps."""
+learning rates, the script's determinism, the target task's splits, the learning-rate search on validation
+images, and the lecture's claim that reusing a learned model helps."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from torch import nn
 from tricksref import BatchNorm2d
 from tricksref.data import load_digits
 from tricksref.finetune import (
+    TRANSFER_METHODS,
     discriminative_lr_groups,
     freeze,
     is_frozen,
     layer_groups,
     load_pretrained,
+    main,
     pretrained_info,
     replace_head,
+    target_task,
     trainable_parameters,
-    transfer_experiment,
+    transfer_run,
+    transfer_search,
     unfreeze,
 )
 from tricksref.models import AlexNetSmall, ResNetSmall
@@ -273,22 +278,96 @@ def test_discriminative_groups_explicit_and_errors():
 
 
 # ----------------------------------------------------------------------------------------------------
+# the target task and the learning-rate search
+
+def test_finetune_target_task_keeps_train_validation_and_test_apart():
+    x, y, xv, yv, xt, yt = target_task(3, seed=0, val_per_class=5)
+    assert y.tolist().count(0) == 3 and y.tolist().count(1) == 3
+    assert yv.tolist().count(0) == 5 and yv.tolist().count(1) == 5
+    rows = [{tuple(r.flatten().tolist()) for r in part} for part in (x, xv, xt)]
+    assert len(rows[0]) + len(rows[1]) + len(rows[2]) == len(x) + len(xv) + len(xt) == 354
+    assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
+    again = target_task(3, seed=0, val_per_class=5)
+    assert all(torch.equal(a, b) for a, b in zip(again, (x, y, xv, yv, xt, yt), strict=True))
+    other = target_task(3, seed=1, val_per_class=5)
+    assert not torch.equal(other[0], x)  # the seed draws other images
+    assert len(target_task(2, seed=0)[3]) == 0  # no validation asked, none given
+
+
+@pytest.mark.parametrize("method", ["head only", "frozen convolutions", "first two blocks frozen"])
+def test_finetune_frozen_part_computed_once_equals_training_the_whole_model(method):
+    """transfer_run trains only the part after the frozen layers, on their outputs computed once: the same
+    arithmetic as training the whole model with freeze(), so the same losses bit for bit."""
+    from tricksref.finetune import _target_model
+    from tricksref.train import fit
+
+    run = transfer_run(method, 3e-3, 2, seed=1, epochs=5, val_per_class=5)
+    x, y, xv, yv, xt, yt = target_task(2, seed=1, val_per_class=5)
+    model, groups = _target_model(method, 3e-3, seed=1)
+    fit(model, (x, y), epochs=5, batch_size=len(y), seed=1, progress=False,
+        optimizer=torch.optim.Adam(groups, lr=3e-3))
+    whole = evaluate(model, (xv, yv))
+    assert (run["val_loss"], run["val_acc"]) == (whole.loss, whole.accuracy)
+    assert run["test_acc"] == evaluate(model, (xt, yt)).accuracy
+
+
+def test_finetune_search_chooses_each_rate_on_validation_whatever_the_workers():
+    methods, lrs = ("head only", "first two blocks frozen"), (1e-3, 1e-2)
+    one, two = (transfer_search(methods, lrs, per_class=2, seeds=(0, 1), epochs=5, val_per_class=5,
+                                workers=w) for w in (1, 2))
+    def scores(res):
+        return {m: {lr: [{k: v for k, v in r.items() if k != "time"} for r in rs] for lr, rs in by.items()}
+                for m, by in res["runs"].items()}
+
+    assert scores(one) == scores(two) and one["chosen"] == two["chosen"]
+    for m in methods:
+        runs = one["runs"][m]
+
+        def score(lr, runs=runs):
+            rs = runs[repr(lr)]
+            return (sum(r["val_acc"] for r in rs), -sum(r["val_loss"] for r in rs))
+
+        assert one["chosen"][m] == max(lrs, key=score)
+        assert one["test"][m] == [r["test_acc"] for r in runs[repr(one["chosen"][m])]]
+    assert json.loads(json.dumps(one)) == one  # plain data, ready for the chapter
+
+
+def test_finetune_search_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="methods"):
+        transfer_search(["imagenet"], (1e-3,), val_per_class=0)
+    with pytest.raises(ValueError, match="val_per_class"):
+        transfer_search(["head only"], (1e-3, 1e-2), val_per_class=0)
+    with pytest.raises(ValueError, match="lrs"):
+        transfer_search(["head only"], (0.0,), val_per_class=0)
+    with pytest.raises(ValueError, match="seeds"):
+        transfer_search(["head only"], (1e-3,), seeds=(), val_per_class=0)
+    with pytest.raises(ValueError, match="per_class"):
+        transfer_search(["head only"], (1e-3,), per_class=170, val_per_class=10)
+    with pytest.raises(ValueError, match="method"):
+        transfer_run("nope", 1e-3, 2, seed=0)
+    assert set(TRANSFER_METHODS) >= {"scratch", "head only", "full fine-tuning"}
+
+
+def test_finetune_command_line_prints_json(capsys):
+    main(["--per-class", "1", "--val-per-class", "2", "--seeds", "1", "--epochs", "2", "--lrs", "0.01",
+          "--methods", "head only", "--workers", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"] == {"head only": 0.01} and len(out["test"]["head only"]) == 1
+    with pytest.raises(SystemExit):
+        main(["--methods", "imagenet"])
+
+
+# ----------------------------------------------------------------------------------------------------
 # the lecture's claim
 
 def test_finetune_pretrained_beats_scratch_on_a_small_target_task():
-    """Digits 8 vs 9 from 2 images each, 3 seeds: fine-tuning the checkpoint wins on average, by a margin
-    (measured over 5 seeds: about 90% against 78%, see tricksref.finetune)."""
-    res = transfer_experiment(per_class=2, seeds=range(3), epochs=40,
-                              methods=("scratch", "all, discriminative"))
-    s = res["summary"]
-    assert s["all, discriminative"]["mean"] > s["scratch"]["mean"] + 0.05, s
-    assert json.loads(json.dumps(res)) == res  # plain data, ready for the chapter
+    """Digits 8 vs 9 from 2 images each, 5 seeds, each method at the rate the book's search picks: fine-tuning
+    the checkpoint is ahead on average and scatters less over the seeds than training from scratch (the book
+    measures 93.1 +- 2.5% against 83.2 +- 12.9%)."""
+    import statistics
 
-
-def test_finetune_target_task_keeps_train_and_test_apart():
-    from tricksref.finetune import _target_task
-
-    x, y, xt, yt = _target_task(3, seed=0)
-    assert y.tolist().count(0) == 3 and y.tolist().count(1) == 3 and len(xt) > 300
-    train = {tuple(r.flatten().tolist()) for r in x}
-    assert not any(tuple(r.flatten().tolist()) in train for r in xt)
+    res = transfer_search(("scratch", "full fine-tuning"), {"scratch": (3e-3,), "full fine-tuning": (3e-3,)},
+                          per_class=2, seeds=range(5), val_per_class=0)
+    scratch, tuned = res["test"]["scratch"], res["test"]["full fine-tuning"]
+    assert statistics.fmean(tuned) > statistics.fmean(scratch) + 0.03, res["test"]
+    assert statistics.stdev(tuned) < statistics.stdev(scratch), res["test"]
