@@ -1,10 +1,13 @@
 """Tests of tricksref.bag_of_tricks: the recipes toggle one trick each, the augmentation, the table's
-structure, and determinism (a run's result does not depend on the number of worker processes)."""
+structure, determinism (a run's result does not depend on the number of worker processes), the hashes that
+say what a stored result depends on, and the book's stored table: made from the code here, and its rows
+rerun to the same bits."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,11 +18,17 @@ from tricksref.bag_of_tricks import (
     RECIPES,
     Recipe,
     _augmenter,
+    _source_sha256,
     _subset,
     ablation,
     format_table,
     main,
+    provenance,
 )
+
+STORED = Path(__file__).resolve().parent.parent / "book" / "other_tricks_bag_of_tricks.json"
+REFRESH = ("python -m tricksref.bag_of_tricks --reproducible --seeds 10 --json "
+           "> book/other_tricks_bag_of_tricks.json")
 
 SOME = {k: RECIPES[k] for k in ("baseline", "+ augmentation", "+ mixup", "all tricks")}
 
@@ -87,7 +96,8 @@ def test_bag_of_tricks_table_structure(quick_runs):
     lines = format_table(result).splitlines()
     assert lines[1].split()[:3] == ["recipe", "test", "acc"]
     assert [ln.split("  ")[0].strip() for ln in lines[2:2 + len(SOME)]] == list(SOME)
-    assert lines[-2].startswith("all tricks - baseline:") and lines[-1].startswith("total wall time")
+    assert lines[-2].startswith("all tricks - baseline, paired by seed:")
+    assert lines[-1].startswith("total wall time")
     assert json.loads(json.dumps(result)) == result
 
 
@@ -106,3 +116,102 @@ def test_bag_of_tricks_rejects_bad_arguments():
         ablation(SOME, seeds=(0,), budget=QUICK, workers=0)
     with pytest.raises(SystemExit):
         main(["--quick", "--only", "no such trick"])
+
+
+def test_bag_of_tricks_reproducible_runs_only_named_recipes():
+    with pytest.raises(ValueError, match="recipes"):
+        ablation({"shifts and mixing": Recipe(augment=True, mixup=0.5)}, seeds=(0,), budget=QUICK,
+                 reproducible=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# what a stored result depends on
+
+SOURCE = '''"""A module."""
+import math
+
+SCALE = 2.0
+
+
+def used(x):
+    """Doubles."""
+    # a comment
+    return SCALE * x
+
+
+def unused(x):
+    return math.sqrt(x)
+
+
+class Box:
+    """A box."""
+    size: int = 3
+
+    def area(self):
+        return self.size ** 2
+'''
+
+
+@pytest.mark.parametrize("edit, same", [
+    (lambda s: s.replace('"""Doubles."""', '"""Twice x."""'), True),           # a docstring
+    (lambda s: s.replace("# a comment", "# another comment\n    # and more"), True),  # comments
+    (lambda s: s.replace("math.sqrt(x)", "math.exp(x)"), True),                # a function not called
+    (lambda s: s.replace("return SCALE * x", "return SCALE * x + 1"), False),  # the code that runs
+    (lambda s: s.replace("SCALE = 2.0", "SCALE = 3.0"), False),                # a module constant
+    (lambda s: s.replace("size: int = 3", "size: int = 4"), False),            # a class field
+    (lambda s: s.replace("return self.size ** 2", "return self.size ** 3"), False),
+])
+def test_bag_of_tricks_source_hash_follows_the_code_that_runs(tmp_path, edit, same):
+    path = tmp_path / "mod.py"
+    path.write_text(SOURCE)
+    before = _source_sha256(path, ["used", "Box.area"])
+    path.write_text(edit(SOURCE))
+    assert (_source_sha256(path, ["used", "Box.area"]) == before) is same
+
+
+def test_bag_of_tricks_source_hash_of_a_missing_function_or_file_is_none(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text(SOURCE)
+    assert _source_sha256(path, ["used", "gone"]) is None
+    assert _source_sha256(tmp_path / "nothing.py", ["used"]) is None
+
+
+def test_bag_of_tricks_provenance_names_the_functions_the_runs_call():
+    p = provenance()
+    files = p["files"]
+    assert "run_recipe" in files["tricksref/bag_of_tricks.py"]["functions"]
+    assert "format_table" not in files["tricksref/bag_of_tricks.py"]["functions"]  # printing, not training
+    assert "fit" in files["tricksref/train.py"]["functions"]
+    assert all(v["sha256"] for v in files.values())
+    assert provenance(files) == p  # hashing the stored list again gives the same
+    assert p["environment"]["ATEN_CPU_CAPABILITY"] == "default" and p["environment"]["oneDNN"] == "off"
+
+
+# ----------------------------------------------------------------------------------------------------
+# the book's stored table
+
+def test_bag_of_tricks_stored_table_is_made_from_the_code_here():
+    """The chapter shows the stored table only while this holds, and reruns the ablation otherwise."""
+    stored = json.loads(STORED.read_text())
+    assert stored["budget"] == json.loads(json.dumps(dataclasses.asdict(FULL)))
+    assert list(stored["summary"]) == list(RECIPES)
+    assert stored["machine"]["cpu_capability"] == "DEFAULT" and stored["machine"]["mkldnn"] is False
+    now = provenance()
+    changed = sorted(f for f in set(now["files"]) | set(stored["provenance"]["files"])
+                     if now["files"].get(f) != stored["provenance"]["files"].get(f))
+    assert not changed, f"the code the ablation runs changed in {changed}: refresh the table with {REFRESH}"
+    assert now == stored["provenance"], f"the data or versions changed: refresh the table with {REFRESH}"
+
+
+@pytest.mark.slow
+def test_bag_of_tricks_stored_rows_rerun_to_the_same_bits():
+    """Bit for bit on any x86-64 CPU: the rows run in the reproducible child process, as the table was
+    made there."""
+    stored = json.loads(STORED.read_text())
+    rows = {name: RECIPES[name] for name in ("baseline", "all tricks")}
+    live = ablation(rows, seeds=stored["seeds"], budget=FULL, reproducible=True)
+    for name in rows:
+        for seed, then in stored["runs"][name].items():
+            now = live["runs"][name][seed]
+            assert {k: now[k] for k in ("test_acc", "test_loss", "train_loss")} == \
+                {k: then[k] for k in ("test_acc", "test_loss", "train_loss")}, (name, seed)

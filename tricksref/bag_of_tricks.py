@@ -7,6 +7,7 @@ recipe, the baseline plus each trick alone, and all tricks together, each over s
 
     python -m tricksref.bag_of_tricks                 # the full ablation: a table of test accuracy
     python -m tricksref.bag_of_tricks --seeds 5 --json
+    python -m tricksref.bag_of_tricks --reproducible --seeds 10 --json   # the book's stored table
 
 The regime. Digits is easy: with all 1347 training images and enough epochs every recipe reaches about 99%
 and no trick can be told from the noise of 450 test images. The tricks of the paper are regularizers and
@@ -28,27 +29,35 @@ The tricks (each one switch of :class:`Recipe`):
 - ``resnet_d``: average-pool the downsampling shortcuts before their 1x1 convolution (ResNet-D, same
   paper), so that they see every pixel instead of one in four.
 - ``zero_init_residual``: gamma = 0 in the last BN of every residual block, so each block starts as the
-  identity. Shown apart, after "all tricks": at this scale it hurts, alone and with the others. With the
-  residual branches switched off, the network starts as a stem and two strided 1x1 convolutions, and with
-  shifted inputs it barely trains in 120 steps (measured: the training loss stays near ln 10 with
-  ``augment`` and ``zero_init_residual`` together); He et al.'s gain is for 50 layers and 120 epochs.
+  identity. Shown apart, after "all tricks", and left out of it *after* it was seen to hurt at this scale:
+  "all tricks" is thereby chosen on the test images it is scored on, and "all + zero-init" is the row that
+  takes every trick. With the residual branches switched off, the network starts as a stem and two strided
+  1x1 convolutions, and with shifted inputs it barely trains in 120 steps (measured: the training loss stays
+  near ln 10 with ``augment`` and ``zero_init_residual`` together); He et al.'s gain is for 50 layers and
+  120 epochs.
 
 Every run is seeded: seed s fixes the training subset, the initial weights, the batch order, the
 augmentation and the mixing. Rows share their seeds, so the difference of two rows is paired. Runs go to
 ``workers`` processes, each with one thread, so a run's result does not depend on how many workers there
-are.
+are. It does depend on the CPU: torch picks its kernels by the CPU's vector extensions (AVX-512, AVX2), and
+training amplifies their different roundings. ``reproducible=True`` (``--reproducible``) runs the ablation
+in a child process with the environment of :mod:`tricksref.pretrained.make_checkpoint` (ATen's portable
+kernels, MKL's CPU-independent mode, one thread) and oneDNN off, where the results are the same bits on any
+x86-64 CPU, and records :func:`provenance`: the hashes of the code the runs call and of the data.
 
-Measured (``python -m tricksref.bag_of_tricks``, 2-core x86-64 VM, torch 2.13 CPU, 3 seeds; test accuracy
-in % on the 450 test images, mean +- sample standard deviation; 75 s wall for the whole command on the
-machine with a load average of 2 to 3 from other jobs)::
+Measured (``python -m tricksref.bag_of_tricks --reproducible --seeds 10``, 2-core x86-64 VM, torch 2.13
+CPU; test accuracy in % on the 450 test images, mean ± sample standard deviation over 10 seeds; about
+4 minutes wall for the whole command on the machine with a load average of 4 from other jobs)::
 
-    baseline                 89.11 +- 1.24     + no bias decay          88.52 +- 2.63
-    + augmentation           91.11 +- 1.74     + ResNet-D               90.89 +- 0.89
-    + label smoothing        88.89 +- 2.69     all tricks               92.22 +- 0.97
-    + mixup                  90.89 +- 0.77     + zero-init residual     85.41 +- 3.24
-    + cosine & warmup        89.11 +- 0.44     all + zero-init          84.67 +- 1.46
+    baseline                 88.76 ± 1.06     + no bias decay          88.31 ± 1.35
+    + augmentation           89.71 ± 2.42     + ResNet-D               89.56 ± 2.37
+    + label smoothing        87.84 ± 1.82     all tricks               92.11 ± 1.84
+    + mixup                  90.02 ± 0.99     + zero-init residual     85.29 ± 2.24
+    + cosine & warmup        88.40 ± 1.20     all + zero-init          85.07 ± 4.77
 
-All tricks beat the baseline by 3.1 points (per seed +4.0, +0.7, +4.7), more than either row's spread.
+Paired by seed, all tricks beat the baseline by 3.36 points (95% t-interval [1.42, 5.29], ahead in 9 of 10
+seeds); of the single tricks only mixup gains beyond the noise (+1.27, [0.34, 2.19]); zero-init residual
+loses 3.47 ([-5.50, -1.43]).
 
 Notes:
     ``channels_last`` made a training step of this model about 20% faster on this CPU, but with torch 2.13
@@ -59,16 +68,20 @@ Notes:
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +89,8 @@ from torch import nn
 
 from ._checks import check_number
 
-__all__ = ["Recipe", "Budget", "RECIPES", "QUICK", "FULL", "run_recipe", "ablation", "format_table", "main"]
+__all__ = ["Recipe", "Budget", "RECIPES", "QUICK", "FULL", "run_recipe", "ablation", "provenance",
+           "format_table", "main"]
 
 
 @dataclass(frozen=True)
@@ -250,16 +264,21 @@ def _pool(workers: int):
 
 
 def ablation(recipes: dict[str, Recipe] | None = None, seeds=(0, 1, 2), budget: Budget = FULL, *,
-             workers: int | None = None, progress: bool = False) -> dict:
+             workers: int | None = None, progress: bool = False, reproducible: bool = False) -> dict:
     """Run every recipe with every seed; return the per-run results and the per-recipe summary.
 
     Args:
-        recipes: name -> Recipe, in print order. Default: :data:`RECIPES`.
+        recipes: name -> Recipe, in print order; the names must be those of :data:`RECIPES` when
+            ``reproducible``. Default: :data:`RECIPES`.
         seeds: the seeds every recipe is run with (>= 1 of them).
         budget: the shared data, model and training budget. Default: :data:`FULL`.
         workers: processes that run in parallel, one thread each; 1 runs in this process. Default: the
             number of CPU cores, at most 2 (the course's laptop).
         progress: print a line per finished run to stderr.
+        reproducible: run in a child process with :data:`REPRODUCIBLE_ENV` and oneDNN off, whose results
+            are the same bits on any x86-64 CPU (see :func:`provenance`); slower (about 2 s a run here,
+            against 0.7 s), and the result gains a ``"provenance"``. Default: False (this process's kernels,
+            which depend on the CPU's vector extensions).
 
     Returns:
         ``{"budget", "seeds", "runs": {name: {seed: result}}, "summary": {name: {...}}, "wall_time",
@@ -274,6 +293,8 @@ def ablation(recipes: dict[str, Recipe] | None = None, seeds=(0, 1, 2), budget: 
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     check_number(workers, "workers", low=1, integer=True)
+    if reproducible and not _reproducible_here():
+        return _ablation_in_child(recipes, seeds, budget, workers, progress)
     _digits(budget.size)  # load once before forking
     # torch.optim imports its compiler machinery on the first optimizer built: pay that once, here, rather
     # than once in every forked worker
@@ -315,16 +336,174 @@ def ablation(recipes: dict[str, Recipe] | None = None, seeds=(0, 1, 2), budget: 
             "delta": statistics.fmean(deltas),
             "time": statistics.fmean(runs[name][s]["time"] for s in seeds),
         }
-    budget_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(budget).items()}
-    return {"budget": budget_dict, "seeds": seeds,
-            "runs": {n: {str(s): r for s, r in sorted(v.items())} for n, v in runs.items()},
-            "summary": summary, "wall_time": wall, "workers": workers,
-            "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
-                        "python": platform.python_version(), "processor": platform.machine()}}
+    result = {"budget": _budget_dict(budget), "seeds": seeds,
+              "runs": {n: {str(s): r for s, r in sorted(v.items())} for n, v in runs.items()},
+              "summary": summary, "wall_time": wall, "workers": workers,
+              "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                          "python": platform.python_version(), "processor": platform.machine(),
+                          "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "mkldnn": torch.backends.mkldnn.enabled}}
+    if reproducible:  # here only in the child, which has the environment
+        result["provenance"] = provenance()
+    return result
+
+
+def _budget_dict(budget: Budget) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(budget).items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# reproducible runs and what a stored result depends on
+
+def _reproducible_env() -> dict[str, str]:
+    # one definition for the course: the checkpoint's script trains in the same environment
+    from .pretrained.make_checkpoint import REPRODUCIBLE_ENV
+
+    return REPRODUCIBLE_ENV
+
+
+def _reproducible_here() -> bool:
+    """Whether this process has the reproducible environment (torch reads it when it starts)."""
+    return all(os.environ.get(k) == v for k, v in _reproducible_env().items())
+
+
+def _ablation_in_child(recipes, seeds, budget, workers, progress) -> dict:
+    unknown = [n for n, r in recipes.items() if RECIPES.get(n) != r]
+    if unknown:
+        raise ValueError(f"recipes: a reproducible ablation runs named rows of RECIPES only, got {unknown}")
+    cmd = [sys.executable, "-m", "tricksref.bag_of_tricks", "--json", "--reproducible", "--workers",
+           str(workers), "--budget", json.dumps(_budget_dict(budget)), "--seed-list", *map(str, seeds),
+           "--only", *recipes]
+    if progress:
+        cmd.append("--progress")
+    out = subprocess.run(cmd, env={**os.environ, **_reproducible_env()}, stdout=subprocess.PIPE, check=True,
+                         text=True)
+    return json.loads(out.stdout)
+
+
+def _strip_docstring(node) -> None:
+    body = getattr(node, "body", None)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        node.body = body[1:] or [ast.Pass()]
+
+
+def _defs(tree: ast.Module):
+    """(qualified name, node) of the module's functions and of its classes' methods."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    yield f"{node.name}.{item.name}", item
+
+
+def _source_sha256(path: Path, functions) -> str | None:
+    """sha256 of what a Python file contributes to a run: its module-level statements (imports, constants),
+    its classes' bodies without their methods, and the named functions and methods, as syntax trees without
+    docstrings. Comments, docstrings, layout and the functions a run does not call can change without
+    making a stored result stale. None when the file or one of the functions is gone."""
+    if not path.is_file():
+        return None
+    tree = ast.parse(path.read_text())
+    wanted = set(functions)
+    found = {name for name, _ in _defs(tree)} & wanted
+    if found != wanted:
+        return None
+    _strip_docstring(tree)
+    kept = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name not in wanted:
+                continue
+        elif isinstance(node, ast.ClassDef):
+            node.body = [b for b in node.body if not isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
+                         or f"{node.name}.{b.name}" in wanted]
+            _strip_docstring(node)
+        kept.append(node)
+    for _, node in _defs(tree):
+        _strip_docstring(node)
+    tree.body = kept
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def _executed_functions() -> dict[str, list[str]]:
+    """The tricksref functions and methods a run of every recipe calls (on :data:`QUICK`: the same code
+    paths), by source file relative to the folder that holds ``tricksref``. A nested function counts as
+    its enclosing one."""
+    package = Path(__file__).resolve().parent
+    seen: set[tuple[str, int]] = set()
+
+    def profile(frame, event, arg):
+        if event == "call":
+            seen.add((frame.f_code.co_filename, frame.f_code.co_firstlineno))
+
+    threads = torch.get_num_threads()
+    run_recipe(RECIPES["all tricks"], 0, QUICK)  # imports first: what runs at import time is not counted
+    cached = dict(_DATA)
+    _DATA.clear()  # loading the data is part of what a run executes
+    sys.setprofile(profile)
+    try:
+        for recipe in RECIPES.values():
+            run_recipe(recipe, 0, QUICK)
+    finally:
+        sys.setprofile(None)
+        torch.set_num_threads(threads)
+        _DATA.update(cached)
+    lines: dict[Path, set[int]] = {}
+    for f, line in seen:
+        path = Path(f).resolve()
+        if path.suffix == ".py" and path.is_relative_to(package):
+            lines.setdefault(path, set()).add(line)
+    out = {}
+    for path, firsts in sorted(lines.items()):
+        names = []
+        for name, node in _defs(ast.parse(path.read_text())):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            if any(start <= n <= node.end_lineno for n in firsts):
+                names.append(name)
+        if names:
+            out[path.relative_to(package.parent).as_posix()] = names
+    return out
+
+
+def provenance(files=None, budget: Budget = FULL) -> dict:
+    """What a reproducible ablation's numbers depend on, as hashes, to store beside them and compare later.
+
+    - ``files``: for every tricksref source file whose functions the runs call (found by profiling a run
+      of every recipe on :data:`QUICK`), those functions and the sha256 of the file's module-level code and
+      of those functions, without docstrings and comments (see ``_source_sha256``);
+    - ``data``: the sha256 of the digits at ``budget.size`` (images and labels), which come from
+      scikit-learn's copy;
+    - ``versions``: torch, numpy, scikit-learn, Python;
+    - ``environment``: :data:`REPRODUCIBLE_ENV` with oneDNN off, in which torch gives the same bits on any
+      x86-64 CPU (ATen's portable kernels, MKL's CPU-independent mode, one thread).
+
+    Args:
+        files: a stored provenance's ``files``, to hash the same functions of the same files again (a file
+            or function that is gone hashes as None). Default: those the runs call now.
+        budget: the budget whose data is hashed. Default: :data:`FULL`.
+    """
+    import numpy
+    import sklearn
+
+    root = Path(__file__).resolve().parent.parent
+    functions = _executed_functions() if files is None else {f: v["functions"] for f, v in files.items()}
+    data = _digits(budget.size)
+    digest = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        digest.update(t.contiguous().numpy().tobytes())
+    return {"files": {f: {"functions": names, "sha256": _source_sha256(root / f, names)}
+                      for f, names in sorted(functions.items())},
+            "data": digest.hexdigest(),
+            "versions": {"torch": torch.__version__, "numpy": numpy.__version__,
+                         "scikit-learn": sklearn.__version__, "python": platform.python_version()},
+            "environment": {**_reproducible_env(), "oneDNN": "off"}}
 
 
 def format_table(result: dict) -> str:
-    """The ablation as a text table: test accuracy in %, mean and sample standard deviation over seeds."""
+    """The ablation as a text table: test accuracy in %, mean ± sample standard deviation over seeds."""
     b = result["budget"]
     n = len(result["seeds"])
     lines = [
@@ -334,17 +513,17 @@ def format_table(result: dict) -> str:
         f"{'recipe':<22} {'test acc %':>15} {'min':>6} {'max':>6} {'vs base':>8} {'time/run s':>11}",
     ]
     for name, s in result["summary"].items():
-        acc = f"{100 * s['mean']:.2f} +- {100 * s['std']:.2f}"
+        acc = f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
         lines.append(f"{name:<22} {acc:>15} {100 * s['min']:>6.2f} {100 * s['max']:>6.2f} "
                      f"{100 * s['delta']:>+8.2f} {s['time']:>11.1f}")
     summ = result["summary"]
     if "baseline" in summ and "all tricks" in summ:
         per_seed = [result["runs"]["all tricks"][k]["test_acc"] - result["runs"]["baseline"][k]["test_acc"]
                     for k in result["runs"]["baseline"]]
-        spread = max(summ["baseline"]["std"], summ["all tricks"]["std"])
-        lines.append(f"all tricks - baseline: {100 * summ['all tricks']['delta']:+.2f} points (per seed "
-                     f"{' '.join(f'{100 * d:+.2f}' for d in per_seed)}); the larger spread of the two rows "
-                     f"{100 * spread:.2f}")
+        sd = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+        # the paired differences' own spread: what decides whether the gain is beyond the seeds' noise
+        lines.append(f"all tricks - baseline, paired by seed: {100 * summ['all tricks']['delta']:+.2f} ± "
+                     f"{100 * sd:.2f} points (per seed {' '.join(f'{100 * d:+.2f}' for d in per_seed)})")
     m = result["machine"]
     lines.append(f"total wall time {result['wall_time']:.0f} s with {result['workers']} worker(s) of one "
                  f"thread; {m['cpus']} CPUs, torch {m['torch']}")
@@ -363,8 +542,21 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: min(2, CPUs))")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     p.add_argument("--progress", action="store_true", help="a line per finished run on stderr")
+    p.add_argument("--reproducible", action="store_true",
+                   help="run in a child process whose results are the same bits on any x86-64 CPU, and "
+                        "record the hashes of the code and data (how the book's stored table is made)")
+    p.add_argument("--seed-list", type=int, nargs="+", default=None, metavar="SEED",
+                   help="these seeds instead of 0..SEEDS-1")
+    p.add_argument("--budget", default=None, metavar="JSON",
+                   help="the whole budget, as JSON (Budget's fields)")
     args = p.parse_args(argv)
     budget = QUICK if args.quick else FULL
+    if args.budget is not None:
+        try:
+            fields = json.loads(args.budget)
+            budget = Budget(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        except (ValueError, TypeError) as err:
+            p.error(f"--budget: expected a JSON object of Budget's fields, got {args.budget!r} ({err})")
     if args.epochs is not None:
         epochs = check_number(args.epochs, "--epochs", low=1, integer=True)
         budget = dataclasses.replace(budget, epochs=epochs)
@@ -378,7 +570,11 @@ def main(argv=None) -> dict:
         if unknown:
             p.error(f"--only: unknown recipe(s) {unknown}; expected names from {list(RECIPES)}")
         recipes = {r: RECIPES[r] for r in args.only}
-    result = ablation(recipes, range(args.seeds), budget, workers=args.workers, progress=args.progress)
+    seeds = range(args.seeds) if args.seed_list is None else args.seed_list
+    if args.reproducible and _reproducible_here():
+        torch.backends.mkldnn.enabled = False  # oneDNN picks its kernels by CPU; the forked workers inherit
+    result = ablation(recipes, seeds, budget, workers=args.workers, progress=args.progress,
+                      reproducible=args.reproducible)
     print(json.dumps(result, indent=1) if args.json else format_table(result))
     return result
 
