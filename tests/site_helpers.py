@@ -124,6 +124,32 @@ def give_away_lines(answers: list[AnswerCell], others: list[str],
     return lines
 
 
+def answer_only_names(answers: list[AnswerCell], root: Path = ROOT) -> set[str]:
+    """Names with an underscore (code, which the search index keeps whole: its stemmer leaves them be) that
+    the answer cells use and no other cell or paragraph of any chapter does."""
+    def names(text):
+        return {w.lower() for w in re.findall(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b", text)}
+
+    elsewhere = set()
+    for page in toc_pages(root / "_toc.yml"):
+        path = root / Path(page).with_suffix(".md")
+        nb = _notebook_of(path)
+        if nb is None:
+            elsewhere |= names(path.read_text())
+            continue
+        for cell in nb.cells:
+            if not any(str(t).startswith("answer-") for t in cell.metadata.get("tags", [])):
+                elsewhere |= names(cell.source)
+    return set().union(*(names(a.source) for a in answers)) - elsewhere
+
+
+def search_terms(html_dir: Path) -> set[str]:
+    """The words of a built site's search index (searchindex.js)."""
+    text = (html_dir / "searchindex.js").read_text()
+    data = json.loads(text[text.index("(") + 1:text.rindex(")")])
+    return set(data["terms"])
+
+
 class _Text(html.parser.HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)

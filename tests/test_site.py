@@ -24,6 +24,7 @@ from site_helpers import (
     ROOT,
     SCREENSHOT_DIR,
     answer_cells,
+    answer_only_names,
     build_book,
     build_edition,
     check_page,
@@ -34,6 +35,7 @@ from site_helpers import (
     header_links,
     launch_target,
     log_tail,
+    search_terms,
     serve,
     toc_pages,
     where_lines_are,
@@ -274,6 +276,16 @@ def test_site_student_edition_shows_no_answer(built_site):
     for chapter, assignment in {(a.chapter, a.assignment) for a in answers}:
         tagged = sum(a.chapter == chapter and a.assignment == assignment for a in answers)
         assert _pointers(built_site / chapter, assignment) == tagged, (chapter, assignment)
+
+
+def test_site_search_index_holds_answers_in_the_solutions_edition_only(built_site, solutions_site):
+    """The names only answer cells use (sum_g_xhat, run_var, ...) are search terms of the solutions site, and
+    none of the student site's."""
+    answers, _ = _tagged_answers()
+    names = answer_only_names(answers)
+    assert names, "the answers use no name of their own: nothing to look for"
+    assert not names & search_terms(built_site), names & search_terms(built_site)
+    assert names <= search_terms(solutions_site), names - search_terms(solutions_site)
 
 
 def test_site_solutions_edition_shows_every_answer(solutions_site):

@@ -21,12 +21,14 @@ import pytest
 from site_helpers import (
     ROOT,
     answer_cells,
+    answer_only_names,
     build_book,
     build_edition,
     give_away_lines,
     header_links,
     launch_target,
     log_tail,
+    search_terms,
     where_lines_are,
 )
 
@@ -138,6 +140,13 @@ def test_site_small_book_answers_come_from_the_tags(small_book):
     lines = give_away_lines(answers, others)
     assert set(lines) == {"def fixture_lrn_answer(values, n):", "window_sum = sum(v * v for v in values[:n])",
                           "return values[0] / (1.0 + window_sum) ** 0.75"}
+    # fixture_lrn_answer is used by the next cell: only window_sum is the answer's own
+    assert answer_only_names(answers, small_book) == {"window_sum"}
+
+
+def test_site_search_index_holds_the_answer_in_the_solutions_edition_only(small_book):
+    assert "window_sum" not in search_terms(small_book / "_build" / "html")
+    assert "window_sum" in search_terms(small_book / "_build" / "solutions" / "html")
 
 
 def test_site_student_edition_hides_the_answer(small_book):
