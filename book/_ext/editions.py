@@ -115,14 +115,14 @@ def publish(edition: str, *, root: Path = ROOT, site: Path | None = None, repo: 
         raise ValueError(f"site: {site} holds the {found or 'unmarked (unchecked or unfinished)'} edition, "
                          f"not the {edition} edition asked for; rebuild it")
 
-    # build on the published branch's history (a fast-forward push; students' clones keep pulling)
+    # build on the published branch's history (a fast-forward push; students' clones keep pulling); a
+    # remote without the branch yet gets the local one's history, if there is a local one
     tracking = f"refs/remotes/{TRACKING}/{branch}"
     heads = _git(repo, "ls-remote", "--heads", remote, branch).stdout
     if heads.strip():
         _git(repo, "fetch", "--quiet", remote, f"+refs/heads/{branch}:{tracking}")
     else:
         _git(repo, "update-ref", "-d", tracking, check=False)
-        _git(repo, "update-ref", "-d", f"refs/heads/{branch}", check=False)
     message = message or f"Publish the {edition} edition of the course site"
     ghp = Path(sys.executable).with_name("ghp-import")
     cmd = [str(ghp) if ghp.exists() else "ghp-import", "--no-jekyll", "--remote", TRACKING,
