@@ -15,7 +15,12 @@ obvious names in the source before it runs; this module is the second layer, in 
   ``torch.func`` or a reference captured before;
 - in the sandbox, ``install(assignment)`` puts both in for the child's whole life; the self-check and the
   nbgrader bridge use ``installed(assignment, namespace)`` around each probe, which also swaps the names of
-  the student's namespace bound to the reference (``tricksref``) for the time of the call.
+  the student's namespace bound to the reference (``tricksref``) for the time of the call, and refuse the
+  functions ``grader.policy`` refuses (``GuardedSubmission``), as grading does.
+
+Some off-limits calls leave no trace at the dispatcher: torch's optimizers (stagewise) update parameters
+with the same tensor operations a hand-written loop uses. Those are refused by ``grader.policy`` alone, on the
+source, and by the sandbox's import hook; the dispatch guard adds the optimizers' multi-tensor kernels.
 
 ``FORBIDDEN`` lists the public off-limits callables (the book's exercises chapter prints it).
 """
@@ -23,8 +28,6 @@ obvious names in the source before it runs; this module is the second layer, in 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import sys
 import threading
 import types
 from collections.abc import Iterator
@@ -85,7 +88,7 @@ _OP_PREFIXES: dict[str, tuple[str, ...]] = {"stagewise": ("_foreach_",)}
 
 _lock = threading.RLock()
 _depth: dict[str, int] = {}            # assignment -> nesting depth of install()
-_active: dict[str, list] = {}          # assignment -> [mode objects and module swaps] while installed
+_active: dict[str, tuple] = {}         # assignment -> its mode objects while installed
 
 
 def forbidden_message(what: str, assignment: str) -> str:
@@ -126,44 +129,6 @@ def _modes(assignment: str):
     return FunctionGuard(), DispatchGuard()
 
 
-class _GuardModule(types.ModuleType):
-    """Stands in for an off-limits module (``torch.optim`` in stagewise): any attribute is refused."""
-
-    def __init__(self, name: str, assignment: str):
-        super().__init__(name)
-        self.__dict__["_dotted"] = name
-        self.__dict__["_assignment"] = assignment
-
-    def __getattr__(self, attr):
-        raise StudentError("forbidden", f"{self.__dict__['_dotted']}.{attr}")
-
-
-def _swap_modules(assignment: str) -> list[tuple[object, str, object]]:
-    """Replace ``FORBIDDEN``'s whole modules (``torch:optim``) by guards, in their parent and sys.modules."""
-    done = []
-    for spec in FORBIDDEN.get(assignment, ()):
-        module_name, _, attr = spec.partition(":")
-        owner = importlib.import_module(module_name)
-        original = getattr(owner, attr, None)
-        if isinstance(original, types.ModuleType):
-            guard = _GuardModule(original.__name__, assignment)
-            setattr(owner, attr, guard)
-            done.append((owner, attr, original))
-            for name in [m for m in sys.modules if m == original.__name__ or m.startswith(original.__name__
-                                                                                          + ".")]:
-                done.append((sys.modules, name, sys.modules[name]))
-                sys.modules[name] = guard
-    return done
-
-
-def _unswap(done) -> None:
-    for owner, attr, original in reversed(done):
-        if owner is sys.modules:
-            owner[attr] = original
-        else:
-            setattr(owner, attr, original)
-
-
 def install(assignment: str) -> None:
     """Put ``assignment``'s guards in for this process (nestable; undone by ``uninstall``)."""
     if assignment not in FORBIDDEN:
@@ -174,7 +139,7 @@ def install(assignment: str) -> None:
             modes = _modes(assignment)
             for m in modes:
                 m.__enter__()
-            _active[assignment] = [modes, _swap_modules(assignment)]
+            _active[assignment] = modes
 
 
 def uninstall(assignment: str) -> None:
@@ -184,9 +149,7 @@ def uninstall(assignment: str) -> None:
             return
         _depth[assignment] -= 1
         if _depth[assignment] == 0:
-            modes, swapped = _active.pop(assignment)
-            _unswap(swapped)
-            for m in reversed(modes):
+            for m in reversed(_active.pop(assignment)):
                 m.__exit__(None, None, None)
 
 
@@ -288,6 +251,30 @@ def no_autograd(function: str) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------ in-process submission
 
+def _refusals(assignment: str, namespace: dict) -> list[tuple[str, str]]:
+    """The assignment's functions in ``namespace`` that ``grader.policy`` refuses, read from their source
+    (the self-check and the nbgrader bridge refuse them as grading does)."""
+    import inspect
+    import textwrap
+
+    from .policy import for_assignment
+    from .suite import FUNCTIONS
+
+    found = []
+    for name in FUNCTIONS.get(assignment, ()):
+        fn = namespace.get(name)
+        if not isinstance(fn, types.FunctionType):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            continue
+        for refused, why in for_assignment(assignment).check([(1, source)]).refusals:
+            if refused == name:
+                found.append((name, "in " + why.split(", ", 1)[-1]))
+    return found
+
+
 class GuardedSubmission(InProcessSubmission):
     """An ``InProcessSubmission`` whose every run has ``assignment``'s guards in (self-check, nbgrader).
 
@@ -301,6 +288,7 @@ class GuardedSubmission(InProcessSubmission):
         self.assignment = assignment
         dicts = globals_dicts if globals_dicts is not None else [namespace]
         self.globals_dicts = list({id(d): d for d in dicts}.values())
+        self.refusals = _refusals(assignment, namespace)
 
     def run(self, probe: str, /, **inputs):
         with contextlib.ExitStack() as stack:

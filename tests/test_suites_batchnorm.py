@@ -47,7 +47,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
 BUGS = {
     "unbiased_variance_to_normalize": (
         forward_with(var="x.var(dims, unbiased=True)", update_var="var"),
-        TRAIN_OUT | BACKWARD_TESTS,  # the backward's formula does not fit a forward with another variance
+        # the backward's formula does not fit a forward with another variance; float32 inputs are wrong too
+        TRAIN_OUT | BACKWARD_TESTS | {"test_bn_dtypes"},
         {"test_bn_forward_train_small": "normalize with the biased variance",
          "test_bn_forward_train_values": "normalize with the biased variance"}),
     "running_var_updated_with_biased_variance": (
@@ -66,16 +67,17 @@ BUGS = {
     "eps_outside_the_square_root": (
         forward_with(rstd="1.0 / (torch.sqrt(var) + eps)"),
         TRAIN_OUT | {"test_bn_forward_eval_small", "test_bn_forward_eval_values", "test_bn_backward_small",
-                     "test_bn_backward_values", "test_bn_backward_numeric"},
+                     "test_bn_backward_values", "test_bn_backward_numeric",
+                     "test_bn_inputs_unmodified"},  # no visible case is right, so none is counted
         {"test_bn_near_constant_channels": "eps goes inside the square root",
          "test_bn_forward_eval_small": "eps goes inside the square root"}),
     "statistics_per_element_for_images": (
         forward_with(dims="[0]", var="((x - mu) ** 2).mean(dims)", normalize="(x - mu) * rstd"),
-        # the running statistics get the wrong shape: this forward crashes on (N, C, H, W) inputs
+        # the running statistics get the wrong shape: this forward crashes on (N, C, H, W) inputs; the
+        # property tests count the (N, D) cases, where it is right
         {"test_bn_forward_train_values", "test_bn_forward_eval_values", "test_bn_running_stats",
-         "test_bn_near_constant_channels", "test_bn_backward_values", "test_bn_backward_numeric",
-         "test_bn_dtypes_and_device"},
-        {"test_bn_forward_train_values": "RuntimeError: output with shape [...]"}),
+         "test_bn_near_constant_channels", "test_bn_backward_values"},
+        {"test_bn_forward_train_values": "raised RuntimeError on a hidden input"}),
     "input_modified_in_place": ('''
 _forward = batchnorm_forward
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
@@ -100,19 +102,43 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     out, _ = _forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     return out, (x, gamma, beta, running_mean.clone(), running_var.clone())
 ''', BACKWARD_TESTS,
-        {"test_bn_backward_values": "torch.autograd.grad is not allowed inside batchnorm_backward"}),
+        {"test_bn_backward_values": "calls torch.autograd.grad, which is off limits"}),
     "returns_out_without_cache": ('''
 _forward = batchnorm_forward
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     return _forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)[0]
-''', FORWARD_TESTS | BACKWARD_TESTS, {"test_bn_forward_train_values": "should return a tuple (out, cache)"}),
+''', FORWARD_TESTS | BACKWARD_TESTS, {"test_bn_forward_train_values": "returned a Tensor, not the tuple"}),
+    # from real student submissions (issue 10): each one passed some test it should not have
+    "cache_unpacked_in_the_wrong_order": ('''
+def batchnorm_backward(dout, cache):
+    gamma, xhat, rstd, dims, shape = cache
+    m = dout.numel() // dout.shape[1]
+    dxhat = dout * gamma.view(shape) if gamma.dim() == 1 else dout * gamma
+    dx = rstd.view(shape) / m * (m * dxhat - dxhat.sum(dims, keepdim=True)
+                                 - xhat * (dxhat * xhat).sum(dims, keepdim=True))
+    return dx, (dout * xhat).sum(dims), dout.sum(dims)
+''', BACKWARD_TESTS, {"test_bn_backward_values": "dx is wrong"}),
+    "dx_missing": ('''
+_backward = batchnorm_backward
+def batchnorm_backward(dout, cache):
+    dx, dgamma, dbeta = _backward(dout, cache)
+    return None, dgamma, dbeta
+''', BACKWARD_TESTS, {"test_bn_backward_small": "dx is None, not a torch.Tensor"}),
+    "dgamma_keeps_the_reduced_dims": ('''
+_backward = batchnorm_backward
+def batchnorm_backward(dout, cache):
+    dx, dgamma, dbeta = _backward(dout, cache)
+    return dx, dgamma.view(1, -1), dbeta
+''', BACKWARD_TESTS,
+        {"test_bn_backward_small": "dgamma has the right values but the wrong shape",
+         "test_bn_backward_numeric": "dgamma does not have gamma's shape"}),
     "missing_backward": ("del batchnorm_backward\n", BACKWARD_TESTS,
                          {"test_bn_backward_small": "batchnorm_backward() is not defined"}),
     "guarded_uses_torch_batch_norm": ('''
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
     out = torch.nn.functional.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)
     return out, None
-''', FORWARD_TESTS | BACKWARD_TESTS, {"test_bn_forward_train_values": "is not allowed in this assignment"}),
+''', FORWARD_TESTS | BACKWARD_TESTS, {"test_bn_forward_train_values": "off limits in this assignment"}),
 }
 
 
@@ -133,6 +159,9 @@ def test_bn_suite_gives_partial_credit():
     assert 0 < points < max_points
     scores = _scores("backward_forgets_the_statistics_terms")  # dgamma and dbeta are right
     points, max_points, _ = scores["test_bn_backward_values"]
+    assert points == pytest.approx(max_points / 2)
+    # no dx at all: dgamma and dbeta still earn their share, as they do beside a wrong dx
+    points, max_points, _ = _scores("dx_missing")["test_bn_backward_values"]
     assert points == pytest.approx(max_points / 2)
 
 

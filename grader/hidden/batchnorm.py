@@ -28,6 +28,7 @@ from grader.suites.batchnorm import (
     GRADS,
     make_case,
     out_problem,
+    readable,
     running_problem,
     tensor_problem,
 )
@@ -215,22 +216,23 @@ def test_bn_backward_numeric(sub):
         if problem is None and not torch.allclose(r["out"], out, rtol=1e-6, atol=1e-8):
             problem = f"{FORWARD}'s out is wrong"
         if problem is not None:
-            score.check_if(False, False, "", why_not=problem)
+            score.check_if(False, False, "", why_not=readable(problem))
             continue
-        ok = False
-        grads = [r[name] for name, _, _ in GRADS]
-        if all(isinstance(t, torch.Tensor) and t.shape == c[of].shape for t, (_, of, _) in zip(grads, GRADS,
-                                                                                             strict=True)) \
-                and all(isinstance(r[k], torch.Tensor) and r[k].shape == out.shape for k in ("out_plus",
-                                                                                             "out_minus")):
-            numeric = float((c["dout"] * (r["out_plus"].double() - r["out_minus"].double())).sum()) / (2 * _H)
-            terms = [(g.double() * d[of]) for g, (_, of, _) in zip(grads, GRADS, strict=True)]
-            analytic = float(sum(t.sum() for t in terms))
-            scale = float(sum(t.abs().sum() for t in terms)) + float((c["dout"] * out).abs().sum())
-            ok = abs(numeric - analytic) <= 1e-6 * scale + 1e-9
-        score.check(ok, f"your backward disagrees with a numeric derivative of your own forward "
-                        f"({_kind(c)} inputs)")
-    score.done(nothing_counted="not checked: your forward gave wrong values on every input of this test")
+        shapes = [tensor_problem(name, r[name], c[of], of) for name, of, _ in GRADS] + \
+            [tensor_problem(f"{FORWARD}'s out", r[k], out, "x") for k in ("out_plus", "out_minus")]
+        shapes = [p for p in shapes if p is not None and "NaN" not in p]
+        if shapes:
+            score.fail(f"{shapes[0]}, so your backward cannot be checked against your forward")
+            continue
+        numeric = float((c["dout"] * (r["out_plus"].double() - r["out_minus"].double())).sum()) / (2 * _H)
+        terms = [(r[name].double() * d[of]) for name, of, _ in GRADS]
+        analytic = float(sum(t.sum() for t in terms))
+        scale = float(sum(t.abs().sum() for t in terms)) + float((c["dout"] * out).abs().sum())
+        score.check(abs(numeric - analytic) <= 1e-6 * scale + 1e-9,
+                    f"your backward disagrees with a numeric derivative of your own forward "
+                    f"({_kind(c)} inputs)")
+    score.done(nothing_counted="not checked: on no input of this test did your forward give right values "
+                               "and your backward run")
 
 
 @points(1, functions=(FORWARD,))
@@ -244,7 +246,7 @@ def test_bn_dtypes(sub):
         right = isinstance(out, torch.Tensor) and out.shape == e["out"].shape and \
             bool(torch.isfinite(out).all()) and torch.allclose(out.double(), e["out"], rtol=1e-4, atol=1e-4)
         why = explain(sub, r.error) if not r.ok else "out in float32 is wrong"
-        score.check_if(right, out is not None and out.dtype == torch.float32
+        score.check_if(right, right and out.dtype == torch.float32
                        and r["running_var"].dtype == torch.float32,
                        f"out should have x's dtype (float32 here, got {getattr(out, 'dtype', None)})",
                        why_not=why)

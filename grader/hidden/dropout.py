@@ -39,6 +39,7 @@ from grader.suites.dropout import (
     forward_drops,
     mask_problem,
     scaling_problem,
+    uses_mask,
 )
 
 Z_MAX = 5.5  # two-sided normal tail 3.8e-8 per check
@@ -135,13 +136,13 @@ def _z_keep(mask: torch.Tensor, p: float) -> float:
 def _stats(sub):
     built = _stat_cases()
     results = probe(sub, FORWARD_PROBE, built, key="stats")
-    return [(c, r, scaling_problem(sub, r, c["x"], c["p"])) for c, r in zip(built, results, strict=True)]
+    return [(c, r, uses_mask(sub, r, c["x"])) for c, r in zip(built, results, strict=True)]
 
 
 @points(2, functions=(FORWARD,))
 def test_dropout_keep_rate(sub):
     """Property: about a fraction 1 - p of the units is kept (a z-test per p; false-failure rate below
-    1.2e-7), counted on the masks whose out is right."""
+    1.2e-7), counted on the masks that out follows (``uses_mask``)."""
     score = Score()
     for c, r, problem in _stats(sub):
         ok, message = False, ""
@@ -156,7 +157,7 @@ def test_dropout_keep_rate(sub):
                 message = (f"with p = {c['p']} your mask keeps a fraction {share:.2f} of the units, expected "
                            f"about 1 - p = {1 - c['p']:.2f}")
         score.check_if(problem is None, ok, message, why_not=problem or "")
-    score.done(nothing_counted="not checked: out is not right for your mask on these inputs")
+    score.done(nothing_counted="not checked: out does not follow your mask on these inputs")
 
 
 @points(1, functions=(FORWARD,))
@@ -180,7 +181,7 @@ def test_dropout_independent_units(sub):
             elif abs(corr) * math.sqrt(flat.numel() - 1) > Z_MAX:
                 message = "neighbouring units of your mask are correlated: draw each unit independently"
         score.check_if(problem is None, not message, message, why_not=problem or "")
-    score.done(nothing_counted="not checked: out is not right for your mask on these inputs")
+    score.done(nothing_counted="not checked: out does not follow your mask on these inputs")
 
 
 @points(1, functions=(FORWARD,))
@@ -189,7 +190,7 @@ def test_dropout_uses_generator(sub):
     (counted when every one of these calls gives a right out for its mask)."""
     built = _generator_cases()
     results = probe(sub, FORWARD_PROBE, built, key="generator")
-    problems = [scaling_problem(sub, r, c["x"], c["p"]) for c, r in zip(built, results, strict=True)]
+    problems = [uses_mask(sub, r, c["x"]) for c, r in zip(built, results, strict=True)]
     bad = [p for p in problems if p is not None]
     if bad:
         raise AssertionError(f"not checked: {bad[0]}")
@@ -206,8 +207,8 @@ def test_dropout_p1_drops_everything(sub):
     right at other p: an output of zeros would pass it)."""
     gate = forward_drops(sub)
     if gate is not None:
-        raise AssertionError(f"p = 1 counts only once training mode drops units right at other p (an "
-                             f"all-zero output would pass it): {gate}")
+        raise AssertionError(f"p = 1 counts only once training mode drops units of x by its mask at other p "
+                             f"(an all-zero output would pass it): {gate}")
     built = _p1_cases()
     score = Score()
     for c, r in zip(built, probe(sub, FORWARD_PROBE, built, key="p1"), strict=True):

@@ -253,7 +253,7 @@ def test_lrn_dtypes(sub):
                      and bool(torch.isfinite(out).all())
                      and torch.allclose(out.double(), want, rtol=1e-4, atol=1e-5))
             why = None if right else (compare(sub, fn, r, want.float()) or f"{fn} is wrong in float32")
-            score.check_if(right, out is not None and out.dtype == torch.float32,
+            score.check_if(right, right and out.dtype == torch.float32,
                            f"{fn} should return the input's dtype (float32 here, got "
                            f"{getattr(out, 'dtype', None)}): do not convert", why_not=why or "")
     score.done(nothing_counted="not checked: no float32 input gave right values")

@@ -70,6 +70,13 @@ def out_problem(sub, r, expected: torch.Tensor, mistakes: dict) -> str | None:
     return problem
 
 
+def readable(problem: str | None) -> str:
+    """``out_problem``'s text as a sentence ("wrong: hint" -> "the forward's out is wrong: hint")."""
+    if problem is None:
+        return ""
+    return f"the forward's out is {problem}" if problem.startswith("wrong") else problem
+
+
 HINTS = {
     "unbiased": "normalize with the biased variance (divide by m, not m - 1); the unbiased one is only for "
                 "the running variance",
@@ -210,5 +217,5 @@ def test_bn_inputs_unmodified(sub):
         touched = unmodified(r, c) if r.ok else []
         score.check_if(problem is None, not touched,
                        f"{FORWARD} modified {', '.join(touched)} in place: only the running statistics may "
-                       f"change", why_not=problem or "")
+                       f"change", why_not=readable(problem))
     score.done(nothing_counted="not checked: the forward's out is not right on the visible input yet")

@@ -76,6 +76,29 @@ def scaling_problem(sub, r, x: torch.Tensor, p: float) -> str | None:
     return "out is not x * mask / (1 - p) for the mask you return"
 
 
+def uses_mask(sub, r, x: torch.Tensor) -> str | None:
+    """None if out is the input on the kept units times one positive factor and 0 on the dropped ones, for a
+    mask that keeps some units and drops others: the output does depend on the input and the mask (an output
+    that ignores them, zeros or the input itself, does not), whether or not the factor is 1 / (1 - p). The
+    tests of the mask's statistics and of the modes where x itself is right count only such outputs."""
+    problem = mask_problem(sub, r, x)
+    if problem is not None:
+        return problem
+    out, mask = r["out"], r["mask"]
+    if bool(mask.all()) or not bool(mask.any()):
+        return "your mask keeps every unit or drops every unit"
+    if not bool((out[~mask] == 0).all()):
+        return "out is not 0 on the units your mask drops"
+    kept, xs = out[mask].double(), x[mask].double()
+    usable = xs.abs() > 1e-3
+    if not bool(usable.any()):
+        return "out is not x on the kept units times one factor"
+    factor = float((kept[usable] / xs[usable]).median())
+    if not (factor > 0 and torch.allclose(kept, xs * factor, rtol=1e-6, atol=1e-7)):
+        return "out is not x on the kept units times one factor"
+    return None
+
+
 # -------------------------------------------------------------------------------------------- visible cases
 
 _g = torch.Generator().manual_seed(2)
@@ -97,20 +120,20 @@ def _visible(sub):
 
 
 def forward_drops(sub) -> str | None:
-    """None if the forward drops and scales units right on the small visible training cases, else why not:
-    the gate of the tests where returning x is right."""
+    """None if the forward drops units of its input by its mask on the small visible training cases (its
+    scaling may be wrong), else why not: the gate of the tests where returning x is right."""
     for c, r in zip(SMALL_CASES, _visible(sub)[3:], strict=True):
-        problem = scaling_problem(sub, r, c["x"], c["p"])
+        problem = uses_mask(sub, r, c["x"])
         if problem is not None:
-            return problem
+            return scaling_problem(sub, r, c["x"], c["p"]) or problem
     return None
 
 
 def _gate(sub, what: str) -> None:
     problem = forward_drops(sub)
     if problem is not None:
-        raise AssertionError(f"{what} counts only once training mode drops units right (an identity function "
-                             f"would pass it): see test_dropout_small ({problem})")
+        raise AssertionError(f"{what} counts only once training mode drops units of x by its mask (an "
+                             f"identity function would pass it): see test_dropout_small ({problem})")
 
 
 @points(1, functions=(FORWARD,))
