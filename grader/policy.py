@@ -199,21 +199,23 @@ class _Visitor(ast.NodeVisitor):
 
     # ---- imports
 
-    def _module(self, node: ast.AST, module: str) -> None:
+    def _module(self, node: ast.AST, module: str) -> bool:
+        """Check an imported module's path; True if it is refused."""
         parts = module.split(".")
         if parts[0] in ("tricksref",):
             self.refuse(node, "importing tricksref (the course's reference) is not allowed: write it "
                               "yourself")
-            return
+            return True
         if parts[0] not in self.policy.modules:
             allowed = ", ".join(sorted(m for m in self.policy.modules if m != "__future__"))
             self.refuse(node, f"importing {module} is not allowed in graded code (allowed: {allowed})")
-            return
+            return True
         for part in parts[1:]:
             rule = self.policy.denied_attribute(part)
             if rule:
                 self.refuse(node, f"importing {module}: {rule}")
-                return
+                return True
+        return False
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -234,7 +236,8 @@ class _Visitor(ast.NodeVisitor):
         if module.split(".")[0] == "grader":
             self.refuse(node, "importing the grader is not allowed in graded code")
             return
-        self._module(node, module)
+        if self._module(node, module):
+            return
         for alias in node.names:
             if alias.name == "*":
                 self.refuse(node, f"`from {module} import *` is not allowed in graded code: import names")
