@@ -260,7 +260,7 @@ def test_site_cache_reexecutes_when_a_tracked_module_changes(tmp_path):
     rules.write_text("RULES = 2\n")
     assert build("imported") == (1, 0), "chapter_tools imports grader: a change there counts too"
     tools.touch()  # a new modification time alone is no change
-    assert build("touched") == (0, 0)
+    assert build("touched")[0] == 0, "a new modification time alone must not execute the chapter again"
     tools.write_text(CHAPTER_TOOLS)
     rules.write_text("RULES = 1\n")
     assert build("reverted") == (0, 1), "the first library's outputs are still in the cache"
