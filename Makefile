@@ -27,7 +27,7 @@ publish-solutions: site-solutions
 	$(BIN)/python book/_ext/editions.py publish --edition solutions
 
 ## test: the whole test suite; it builds the site and opens every page in headless Chromium
-test: venv browser
+test: venv browser postgres
 	$(BIN)/python -m pytest
 
 venv: $(VENV)/.installed
@@ -44,6 +44,14 @@ browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq chromium chromium-driver; fi
+
+## postgres: Debian's PostgreSQL for the gradebook's tests; they start a throwaway cluster of their own
+## (initdb and pg_ctl from /usr/lib/postgresql/*/bin) on a Unix socket, so the package's own cluster is unused
+.PHONY: postgres
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null; then :; else \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq postgresql; fi
 
 lint: venv
 	$(BIN)/ruff check tricksref grader tests benchmarks

@@ -4,6 +4,7 @@
 
     python -m grader grade NOTEBOOK... [--json] [--jobs N] [--csv FILE]
     python -m grader grade --course DIR [--assignment NAME] [--student ID] [--force] [--csv FILE]
+                           [--shard K/N]
     python -m grader bundle ...          (the student bundle, see grader.bundle)
 
 ``grade --json`` prints one JSON object per notebook, in the order given, with exactly the keys of DESIGN.md:
@@ -47,6 +48,10 @@ def _cmd_grade(args, *, suites=None, extra_probes=None, out=None, server=None) -
     out = out or sys.stdout
     if bool(args.notebooks) == bool(args.course):
         print("grade: give notebooks, or --course DIR (not both)", file=sys.stderr)
+        return 2
+    if args.shard is not None and not args.course:
+        print("grade: --shard works with --course only (it splits a course's submissions between graders)",
+              file=sys.stderr)
         return 2
     if args.jobs < 1:
         print("grade: --jobs must be at least 1", file=sys.stderr)
@@ -121,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "gradebook")
     g.add_argument("--student", help="with --course: only this student")
     g.add_argument("--force", action="store_true", help="with --course: regrade what is already graded")
+    g.add_argument("--shard", metavar="K/N",
+                   help="with --course: grade only shard K of N (K = 0 .. N-1; a stable hash of student and "
+                        "assignment), so N graders share one (PostgreSQL) gradebook; the CSV gets the suffix "
+                        ".shard-K-of-N")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--with-output", action="store_true",
                    help="add the student's captured stdout/stderr (cut, escaped) to each result")

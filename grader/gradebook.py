@@ -22,26 +22,41 @@
   missing (no autograded notebook yet, or a newer submission), ``--force`` regrades everything;
 - it writes a CSV (``--csv``, default ``DIR/grader.grades.csv``): one row per graded notebook as it goes, and
   at the end the whole class from the gradebook.
+
+Several graders, one gradebook: ``--shard K/N`` (K counts from 0) grades only the submissions whose stable
+hash of (student, assignment) is K modulo N, so N processes or machines that share the course folder and a
+PostgreSQL gradebook grade the class between them, each submission exactly once, whatever order they start in
+and whatever they find already graded. A shard's CSV is its own (``grader.grades.shard-K-of-N.csv``, or
+``--csv FILE`` with the same suffix), so no shard overwrites another's; a run without ``--shard`` after them
+grades what is left (nothing, when every shard finished) and writes the whole class's CSV. Writes from several
+processes may race on nbgrader's unique rows (the same student created by two graders at once): the loser's
+notebook transaction is rolled back and written again. A gradebook that cannot be opened (server down, wrong
+password, bad URL, missing driver) is one clear error before anything is graded or written; one lost during
+the run stops it, and what was recorded stays recorded.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import dataclasses
 import glob
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from .report import csv_cell, safe_text
 
-__all__ = ["Course", "Item", "cell_tests", "grade_course", "clean_submission"]
+__all__ = ["Course", "Item", "GradebookUnavailable", "cell_tests", "grade_course", "clean_submission",
+           "parse_shard", "shard_of"]
 
 # the hidden tests of a graded cell, as nbgrader's source notebook holds them (OverwriteCells puts them back)
 _HIDDEN = re.compile(r"^[ \t]*#+[ \t]*BEGIN HIDDEN TESTS.*?^[ \t]*#+[ \t]*END HIDDEN TESTS[^\n]*$",
@@ -106,6 +121,85 @@ class Item:
     timestamp: object = None
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` as ``(K, N)``, with 0 <= K < N (K counts from 0, as Kubernetes' completion index does)."""
+    m = re.fullmatch(r"\s*(\d{1,9})\s*/\s*(\d{1,9})\s*", str(text))
+    k, n = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    if m is None or n < 1 or k >= n:
+        hint = " (K counts from 0: the last of N shards is N-1/N)" if m and 1 <= n == k else ""
+        raise ValueError(f"--shard: expected K/N with N >= 1 and 0 <= K < N, e.g. 0/4, 1/4, 2/4, 3/4; "
+                         f"got {str(text)!r}{hint}")
+    return k, n
+
+
+def shard_of(student: str, assignment: str, n: int) -> int:
+    """The shard (0 .. n-1) of one submission: a hash of its student and assignment, the same on every machine
+    and in every run (Python's ``hash`` of a str changes between processes)."""
+    digest = hashlib.sha256(f"{student}\0{assignment}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
+class GradebookUnavailable(RuntimeError):
+    """The gradebook cannot be opened or was lost (server down, wrong password, bad URL, missing driver)."""
+
+
+#: driver errors that mean "no usable connection", not "this notebook's rows are wrong"
+def _connection_lost(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    for e in _causes(exc):
+        if isinstance(e, (OperationalError, InterfaceError)) or (
+                isinstance(e, DBAPIError) and e.connection_invalidated):
+            return True
+    return False
+
+
+def _raced(exc: BaseException) -> bool:
+    """An insert that lost to another grader's (a unique row, e.g. the same student, created meanwhile)."""
+    from sqlalchemy.exc import IntegrityError
+
+    return any(isinstance(e, IntegrityError) for e in _causes(exc))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    # nbgrader re-raises the driver's error as its own InvalidEntry inside the except block: the original is
+    # the context
+    seen = 0
+    while exc is not None and seen < 5:
+        yield exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, on one line, without SQLAlchemy's background link or the statement."""
+    text = str(getattr(exc, "orig", None) or exc)
+    text = text.split("(Background on this error", 1)[0]
+    return safe_text(" ".join(text.split()), 400)
+
+
+class _QuietRollbacks(logging.Filter):
+    """nbgrader logs a traceback for each rolled-back insert; a lost race is retried and a real failure is
+    reported by the course mode itself, once, so those log records only add noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Rolling back session due to database error")
+
+
+@contextlib.contextmanager
+def _quiet_rollbacks() -> Iterator[None]:
+    log = logging.getLogger("tornado.application")  # nbgrader.api's app_log
+    f = _QuietRollbacks()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
+
+
+#: how many times one notebook's rows are written when another grader's inserts keep winning the race
+_WRITE_ATTEMPTS = 4
+
+
 def cell_tests(source: str) -> list[str] | None:
     """The suite tests a graded cell runs: the names in its ``grade(assignment, test_or_tests, ...)`` call."""
     try:
@@ -166,14 +260,39 @@ class Course:
         self.course_id = self.coursedir.course_id or "default_course"
 
     def gradebook(self):
-        from nbgrader.api import Gradebook
+        """nbgrader's ``Gradebook`` on the course's ``db_url``; ``GradebookUnavailable`` with the driver's
+        reason (never the password) when it cannot be opened."""
+        import time
 
-        return Gradebook(self.db_url, self.course_id)
+        from nbgrader.api import Gradebook
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if shutil.which("alembic") is None:
+            # nbgrader runs `alembic` by name to stamp a new gradebook: the one installed beside this Python
+            # (a virtual environment's bin/, not on PATH when its python is called by its full path)
+            os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        where = f"the gradebook {safe_url(self.db_url)} (CourseDirectory.db_url)"
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with _quiet_rollbacks():
+                    return Gradebook(self.db_url, self.course_id)
+            except SQLAlchemyError as exc:
+                # N graders opening a new gradebook at once race to create its tables and course row
+                if _raced(exc) and attempt < _WRITE_ATTEMPTS - 1:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise GradebookUnavailable(f"cannot open {where}: {_reason(exc)}") from None
+            except ImportError as exc:  # postgresql+psycopg2:// and the like, without that driver
+                raise GradebookUnavailable(f"cannot open {where}: its database driver is not installed "
+                                           f"({safe_text(exc, 200)})") from None
+        raise AssertionError("unreachable")
 
     # ---- what is there
 
-    def find(self, gb, assignment: str | None = None, student: str | None = None) -> list[Item]:
-        """Every notebook of every submission (and the notebooks a submission lacks), in a stable order."""
+    def find(self, gb, assignment: str | None = None, student: str | None = None,
+             shard: tuple[int, int] | None = None) -> list[Item]:
+        """Every notebook of every submission (and the notebooks a submission lacks), in a stable order;
+        with ``shard`` (K, N), those of the submissions of shard K only (``shard_of``)."""
         from nbgrader.api import MissingEntry
 
         cd = self.coursedir
@@ -186,6 +305,8 @@ class Course:
             if not m or not os.path.isdir(folder):
                 continue
             sid, aid = m.group("student_id"), m.group("assignment_id")
+            if shard is not None and shard_of(sid, aid, shard[1]) != shard[0]:
+                continue
             try:
                 known = [nb.name for nb in gb.find_assignment(aid).notebooks]
             except MissingEntry:
@@ -227,56 +348,69 @@ class Course:
     # ---- writing
 
     def record(self, gb, item: Item, result, suite_tests: Iterable[str], hidden: Iterable[str] = ()) -> dict:
-        """Write one notebook's result into the gradebook (one commit), then its autograded notebook.
+        """Write one notebook's result into the gradebook, then its autograded notebook.
 
         ``result`` None: the student submitted nothing (zero, as nbgrader gives). A result that is an internal
         error of the grader is never recorded (the caller skips it), so a rerun grades it again. ``hidden``:
         the names of the hidden tests, which the autograded notebook (and so nbgrader's feedback) never shows.
-        On any failure the gradebook's transaction is rolled back: nothing of this notebook is half written.
+
+        nbgrader's own calls commit the student and the submission's empty rows first (as ``nbgrader
+        autograde`` does); the scores and comments follow in one commit, and on any failure that transaction
+        is rolled back. The autograded notebook, written last, is what marks the notebook as graded, so a run
+        stopped anywhere before it grades the notebook again. An insert that lost a race with another grader
+        (the same student created by two shards at once) is rolled back and the whole write done again.
         """
+        if result is not None and result.internal_error:
+            raise ValueError("result: an internal error of the grader is never recorded")
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with _quiet_rollbacks():
+                    cells, submitted = self._write_rows(gb, item, result, suite_tests)
+                break
+            except BaseException as exc:
+                gb.db.rollback()
+                if not (isinstance(exc, Exception) and _raced(exc)) or attempt == _WRITE_ATTEMPTS - 1:
+                    raise
+        if item.path is not None and result is not None:
+            self._write_autograded(gb, item, submitted, cells, result, set(hidden))
+        return cells
+
+    def _write_rows(self, gb, item: Item, result, suite_tests: Iterable[str]):
         import warnings
 
         from sqlalchemy.exc import SAWarning
 
-        if result is not None and result.internal_error:
-            raise ValueError("result: an internal error of the grader is never recorded")
-        try:
-            gb.update_or_create_student(item.student)
-            with warnings.catch_warnings():  # nbgrader's add_submission warns about its own autoflush
-                warnings.simplefilter("ignore", SAWarning)
-                if item.timestamp is not None:
-                    gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
-                else:
-                    gb.update_or_create_submission(item.assignment, item.student)
-            notebook = gb.find_notebook(item.notebook, item.assignment)
-            by_name = {t["name"]: t for t in (result.tests if result is not None else [])}
-            known = set(suite_tests)
-            cells = {}
-            for cell in notebook.grade_cells:
-                grade = gb.find_grade(cell.name, item.notebook, item.assignment, item.student)
-                names = self._tests_of(gb, cell, item, known)
-                if result is None:
-                    score = 0.0
-                elif names is None:
-                    score = None  # a cell the suites do not score (a written answer): left to the instructor
-                else:
-                    score = min(float(cell.max_score), round(sum(float(by_name[n]["points"]) for n in names
-                                                                 if n in by_name), 3))
-                grade.auto_score = score
-                grade.needs_manual_grade = grade.manual_score is not None or score is None
-                shown = [by_name[n] for n in (names or []) if n in by_name]
-                cells[cell.name] = (score, float(cell.max_score), shown)
-            submitted = self._read(item.path, {c.name for c in notebook.source_cells})
-            for cell in notebook.solution_cells:
-                comment = gb.find_comment(cell.name, item.notebook, item.assignment, item.student)
-                comment.auto_comment = "No response." if self._unchanged(submitted, cell.name) else None
-            gb.db.commit()
-        except BaseException:
-            gb.db.rollback()
-            raise
-        if item.path is not None and result is not None:
-            self._write_autograded(gb, item, submitted, cells, result, set(hidden))
-        return cells
+        gb.update_or_create_student(item.student)
+        with warnings.catch_warnings():  # nbgrader's add_submission warns about its own autoflush
+            warnings.simplefilter("ignore", SAWarning)
+            if item.timestamp is not None:
+                gb.update_or_create_submission(item.assignment, item.student, timestamp=item.timestamp)
+            else:
+                gb.update_or_create_submission(item.assignment, item.student)
+        notebook = gb.find_notebook(item.notebook, item.assignment)
+        by_name = {t["name"]: t for t in (result.tests if result is not None else [])}
+        known = set(suite_tests)
+        cells = {}
+        for cell in notebook.grade_cells:
+            grade = gb.find_grade(cell.name, item.notebook, item.assignment, item.student)
+            names = self._tests_of(gb, cell, item, known)
+            if result is None:
+                score = 0.0
+            elif names is None:
+                score = None  # a cell the suites do not score (a written answer): left to the instructor
+            else:
+                score = min(float(cell.max_score), round(sum(float(by_name[n]["points"]) for n in names
+                                                             if n in by_name), 3))
+            grade.auto_score = score
+            grade.needs_manual_grade = grade.manual_score is not None or score is None
+            shown = [by_name[n] for n in (names or []) if n in by_name]
+            cells[cell.name] = (score, float(cell.max_score), shown)
+        submitted = self._read(item.path, {c.name for c in notebook.source_cells})
+        for cell in notebook.solution_cells:
+            comment = gb.find_comment(cell.name, item.notebook, item.assignment, item.student)
+            comment.auto_comment = "No response." if self._unchanged(submitted, cell.name) else None
+        gb.db.commit()
+        return cells, submitted
 
     def _tests_of(self, gb, cell, item: Item, known: set[str]) -> list[str] | None:
         from nbgrader.api import MissingEntry
@@ -377,12 +511,16 @@ class Course:
 
     # ---- the class as a CSV
 
-    def export_csv(self, gb, path: str, assignments: Iterable[str] | None = None) -> int:
+    def export_csv(self, gb, path: str, assignments: Iterable[str] | None = None,
+                   shard: tuple[int, int] | None = None) -> int:
+        """The gradebook's notebooks as a CSV (all, or those of ``assignments``, or of ``shard``'s share)."""
         rows = []
         for a in gb.assignments:
             if assignments is not None and a.name not in assignments:
                 continue
             for sub in gb.assignment_submissions(a.name):
+                if shard is not None and shard_of(sub.student.id, a.name, shard[1]) != shard[0]:
+                    continue
                 for nb in sub.notebooks:
                     rows.append({"student": sub.student.id, "assignment": a.name, "notebook": nb.name,
                                  "score": round(float(nb.score), 3), "max_score": float(nb.max_score),
@@ -402,6 +540,12 @@ COURSE_CSV_FIELDS = ["student", "assignment", "notebook", "score", "max_score", 
                      "timestamp"]
 
 
+def shard_csv_path(path: str, shard: tuple[int, int]) -> str:
+    """``grades.csv`` as shard K of N writes it, ``grades.shard-K-of-N.csv``: each shard its own file."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.shard-{shard[0]}-of-{shard[1]}{ext or '.csv'}"
+
+
 def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show_bar: bool = False,
                  server=None) -> int:
     """The ``--course`` mode of ``python -m grader grade`` (see the module's doc).
@@ -409,40 +553,93 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
     Each student is graded on their own: whatever one notebook does (or fails to be) costs that notebook
     only. A result the grader could not produce (an internal error) and a result that could not be written
     are reported on stderr and not stored, so the next run grades them again; the exit status is then 1.
+    A gradebook that cannot be opened is one message and exit status 1, before anything is graded or
+    written; one lost during the run (after one retry on a new connection) stops the run the same way.
     """
-    from .grading import Grader, grade_in_order
-    from .report import csv_cell, emit, progress
-
-    out = out or sys.stdout
+    shard = getattr(args, "shard", None)
     try:
+        if isinstance(shard, str):
+            shard = parse_shard(shard)
         course = Course(args.course)
     except ValueError as exc:
         print(f"grade: {exc}", file=sys.stderr)
         return 2
     csv_path = args.csv or os.path.join(course.root, "grader.grades.csv")
-    grader = None
-    failed = False
+    if shard is not None:
+        csv_path = shard_csv_path(csv_path, shard)
+    try:
+        gb = course.gradebook()
+    except GradebookUnavailable as exc:
+        print(f"grade: {exc}; nothing was graded or written", file=sys.stderr)
+        return 1
+    run = _CourseRun(course, gb, args, shard, csv_path, out or sys.stdout)
+    try:
+        with gb:
+            return run.grade(limits=limits, suites=suites, extra_probes=extra_probes, show_bar=show_bar,
+                             server=server)
+    except GradebookUnavailable as exc:
+        print(f"grade: {exc}; stopped after recording {run.recorded} notebook(s) in this run, the next run "
+              f"grades the rest", file=sys.stderr)
+        return 1
 
-    def record(it: Item, result, names=(), hidden=()) -> bool:
+
+class _CourseRun:
+    """One run of the course mode on an open gradebook (``grade_course``)."""
+
+    def __init__(self, course: Course, gb, args, shard, csv_path: str, out):
+        self.course, self.gb, self.args, self.shard, self.csv_path, self.out = (
+            course, gb, args, shard, csv_path, out)
+        self.recorded = 0
+
+    def _lost(self, exc: BaseException) -> GradebookUnavailable:
+        return GradebookUnavailable(f"lost the gradebook {safe_url(self.course.db_url)}: {_reason(exc)}")
+
+    def record(self, it: Item, result, names=(), hidden=()) -> bool:
+        """Write one notebook; False (and a message) if it could not be, so the next run grades it again."""
+        for attempt in range(2):
+            try:
+                self.course.record(self.gb, it, result, names, hidden)
+                self.recorded += 1
+                return True
+            except Exception as exc:  # noqa: BLE001 - one notebook must never stop the class
+                if _connection_lost(exc):
+                    if attempt == 0:
+                        continue  # the pool has dropped the dead connection: once more, on a new one
+                    raise self._lost(exc) from None
+                why = f"{type(exc).__name__}: {safe_text(exc, 300)}"
+                print(f"grade: {it.path or it.student}: not recorded ({why}); the next run grades it again",
+                      file=sys.stderr)
+                return False
+        return False
+
+    def grade(self, *, limits, suites, extra_probes, show_bar, server) -> int:
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
-            course.record(gb, it, result, names, hidden)
-            return True
-        except Exception as exc:  # noqa: BLE001 - one notebook must never stop the class
-            why = f"{type(exc).__name__}: {safe_text(exc, 300)}"
-            print(f"grade: {it.path or it.student}: not recorded ({why}); the next run grades it again",
-                  file=sys.stderr)
-            return False
+            return self._grade(limits=limits, suites=suites, extra_probes=extra_probes, show_bar=show_bar,
+                               server=server)
+        except SQLAlchemyError as exc:
+            if _connection_lost(exc):
+                raise self._lost(exc) from None
+            raise
 
-    with course.gradebook() as gb:
-        items = course.find(gb, args.assignment, args.student)
+    def _grade(self, *, limits, suites, extra_probes, show_bar, server) -> int:
+        from .grading import Grader, grade_in_order
+        from .report import emit, progress
+
+        course, gb, args, out = self.course, self.gb, self.args, self.out
+        grader = None
+        failed = False
+        items = course.find(gb, args.assignment, args.student, self.shard)
         todo = [it for it in items if args.force or not course.is_graded(gb, it)]
-        print(f"grade: {len(items)} submitted notebooks in {course.root}, {len(items) - len(todo)} already "
-              f"graded, {len(todo)} to grade (gradebook {_safe_url(course.db_url)})", file=sys.stderr)
+        part = f"shard {self.shard[0]}/{self.shard[1]}: " if self.shard else ""
+        print(f"grade: {part}{len(items)} submitted notebooks in {course.root}, {len(items) - len(todo)} "
+              f"already graded, {len(todo)} to grade (gradebook {safe_url(course.db_url)})", file=sys.stderr)
         missing = [it for it in todo if it.path is None]
         todo = [it for it in todo if it.path is not None]
         for it in missing:  # nothing submitted: zero, as nbgrader does
-            failed |= not record(it, None)
-        increment = open(csv_path, "a", newline="") if todo else None
+            failed |= not self.record(it, None)
+        increment = open(self.csv_path, "a", newline="") if todo else None
         try:
             if todo:
                 grader = Grader(suites=suites, limits=limits, isolation=args.isolation,
@@ -465,7 +662,7 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
                         failed = True
                         print(f"grade: {it.path}: {r.error}; not recorded, the next run grades it again",
                               file=sys.stderr)
-                    elif record(it, r, *names.get(a, ((), ()))):
+                    elif self.record(it, r, *names.get(a, ((), ()))):
                         writer.writerow({k: csv_cell(v) for k, v in {
                             "student": it.student, "assignment": it.assignment, "notebook": it.notebook,
                             "score": r.score, "max_score": r.max_score, "needs_manual_grade": False,
@@ -486,9 +683,10 @@ def grade_course(args, *, limits, suites=None, extra_probes=None, out=None, show
                 increment.close()
             if grader:
                 grader.close()
-        n = course.export_csv(gb, csv_path, None if not args.assignment else [args.assignment])
-        print(f"grade: gradebook updated; {n} notebooks in {csv_path}", file=sys.stderr)
-    return 1 if failed else 0
+        n = course.export_csv(gb, self.csv_path, None if not args.assignment else [args.assignment],
+                              shard=self.shard)
+        print(f"grade: gradebook updated; {n} notebooks in {self.csv_path}", file=sys.stderr)
+        return 1 if failed else 0
 
 
 def _test_names(suites, assignment: str) -> tuple[list[str], list[str]]:
@@ -500,5 +698,7 @@ def _test_names(suites, assignment: str) -> tuple[list[str], list[str]]:
     return ([t[0] for t in names] if names else []), []
 
 
-def _safe_url(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+def safe_url(url: str) -> str:
+    """The gradebook's URL as it may be printed: a password, in the user part or the query, hidden."""
+    url = re.sub(r"//([^:/@?#]+):[^@]*@", r"//\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.I)
