@@ -385,3 +385,35 @@ def test_postgres_overlapping_graders_leave_one_consistent_gradebook(tmp_path, p
                                                          for s, v in students.items()}
     assert row_counts(pg, "overlap") == {"student": (4, 4), "submission": (4, 4), "grade": (8, 8),
                                          "comment": (4, 4)}
+
+
+@postgres
+@pytest.mark.slow
+def test_postgres_server_lost_mid_run_stops_with_one_error_and_keeps_what_was_recorded(tmp_path, pg):
+    students = {f"l{i:02d}": SLOW for i in range(5)}
+    root, url = pg_course(pg, tmp_path / "course", students, "lost")
+    cmd = [sys.executable, str(runner(tmp_path)), "grade", "--course", str(root), "--quiet", "--jobs", "1",
+           *FAST]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    table = root / "grader.grades.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if table.exists() and len(table.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the grader finished before the server could be stopped"
+    pg.stop()
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        pg.start()
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    lost = [line for line in err.splitlines() if "lost the gradebook" in line]
+    assert len(lost) == 1 and "stopped after recording" in lost[0] and pg.password not in err, err
+    graded = sorted(p.parts[-3] for p in (root / "autograded").glob("*/toy/toy.ipynb"))
+    assert 1 <= len(graded) < len(students)
+    assert all(scores(url)[s][0] == 3.0 for s in graded)  # what was recorded stays recorded
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{len(students) - len(graded)} to grade" in rerun.stderr
+    assert {s: v[0] for s, v in scores(url).items()} == {s: 3.0 for s in students}
