@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: site site-solutions publish publish-solutions test venv browser lint bench bundle clean
+.PHONY: site site-solutions publish publish-solutions test venv browser lint bench bundle bundle-solutions clean
 
 ## site: build the book's student edition (answer cells replaced by pointers to the exercises) into
 ## _build/html; it executes every chapter, and the execution cache makes rebuilds fast
@@ -60,9 +60,14 @@ lint: venv
 bench: venv
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
 
-## bundle: what students get, in dist/student (the site if built, exercises/, tricksref, the visible suites)
-bundle: venv
-	$(BIN)/python -m grader bundle dist/student --force
+## bundle: what students get before the deadline, in dist/student: the student edition of the site, the
+## exercises, tricksref without its from-scratch exercise code, the visible suites with their expected values
+bundle: site
+	$(BIN)/python -m grader bundle dist/student --edition student --force
+
+## bundle-solutions: after the deadline, in dist/solutions: the full site and the from-scratch library
+bundle-solutions: site-solutions
+	$(BIN)/python -m grader bundle dist/solutions --edition solutions --force
 
 clean:
 	rm -rf _build

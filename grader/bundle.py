@@ -1,20 +1,24 @@
-"""The student bundle: what students get, and nothing they must not see.
+"""The bundles: what students get before the deadline (the student edition) and after it (solutions).
 
-``python -m grader bundle OUT`` (or ``make bundle``) writes into ``OUT``:
+``python -m grader bundle OUT [--edition student|solutions]`` (``make bundle``, ``make bundle-solutions``)
+writes into ``OUT``:
 
-- ``site/``: the built course site (``_build/html``), if it has been built (``make site``);
+- ``site/``: the built course site of that edition (``_build/html`` for the student edition, where every
+  chapter cell that is an exercise's answer is replaced by a pointer; ``_build/solutions/html`` for the
+  solutions edition), checked by the ``EDITION`` file the build writes;
 - ``exercises/``: the assignments, as ``nbgrader generate_assignment`` released them;
-- ``tricksref/``: the reference library;
-- ``grader/``: the self-check and the *visible* part of the grading suites (``grader.suite``,
-  ``grader.suites``, ``grader.probes``, ``grader.guards``, ``grader.check``, ``grader.nbgrader_bridge`` and
-  the interface they share), so that ``from grader import check`` and the visible graded cells run on a
-  student's machine;
+- ``tricksref/``: the library. The student edition leaves out ``tricksref/scratch/``, the from-scratch
+  computations of the four exercises: without it tricksref computes them through the very torch calls the
+  exercises put off limits, so a copied answer earns nothing;
+- ``grader/``: the self-check and the *visible* part of the grading suites, with their expected values frozen
+  here as data (``grader.expected``): no reference computes them on a student's machine;
 - ``pyproject.toml``, ``requirements.txt`` and ``README.md`` to install it (``pip install -e OUT``).
 
-Never: ``solutions/``, ``grader/hidden/`` (the hidden tests and the way their cases are drawn), nbgrader's
-``gradebook.db`` (it stores the hidden tests), the instructor's command line and sandbox. Files are copied
-from an allow-list, and the finished bundle is searched for solution code, nbgrader's solution and hidden-test
-markers and the hidden tests' names; any hit is an error and the bundle is removed.
+Never: ``solutions/``, ``grader/hidden/`` and ``grader/reference/`` (the hidden tests, the way their cases are
+drawn, the known mistakes), nbgrader's ``gradebook.db``, the instructor's command line and sandbox. Files are
+copied from an allow-list, and the finished bundle is searched for solution code (the solution notebooks'
+lines: in the student edition, in every file, the library and the site's sources included), nbgrader's
+solution and hidden-test markers and the hidden tests' names; any hit is an error and the bundle is removed.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ __all__ = ["build", "leaks", "solution_lines", "hidden_test_names", "main"]
 ROOT = Path(__file__).resolve().parent.parent
 
 # grader modules a student needs for the self-check and the visible graded cells
-_GRADER_FILES = ("__init__.py", "submission.py", "transport.py", "suite.py", "guards.py", "check.py",
-                 "nbgrader_bridge.py")
+_GRADER_FILES = ("__init__.py", "submission.py", "transport.py", "suite.py", "replies.py", "expected.py",
+                 "policy.py", "guards.py", "check.py", "nbgrader_bridge.py")
+EDITIONS = ("student", "solutions")
+#: where each edition's built site is, relative to the repository
+SITES = {"student": Path("_build/html"), "solutions": Path("_build/solutions/html")}
 _GRADER_PACKAGES = ("suites", "probes")
 _TEXT_SUFFIXES = {".py", ".ipynb", ".html", ".js", ".txt", ".md", ".json", ".toml", ".cfg", ".yml", ".yaml",
                   ".css", ".svg", ".csv", ".xml", ".tex", ".bib", ""}
@@ -60,7 +67,7 @@ _README = """\
 
 - `site/index.html`: the course (open it in a browser){site_note}.
 - `exercises/<name>/<name>.ipynb`: the assignments: lrn, batchnorm, dropout, stagewise.
-- `tricksref/`: the reference implementations the course uses.
+- `tricksref/`: the reference implementations the course uses{library_note}.
 - `grader/`: the self-check. In an assignment's notebook, `from grader import check; check(lrn_inter)` runs
   the visible tests on your function and prints what passed and what did not. The graded score also counts
   hidden tests, which run when your notebook is graded.
@@ -128,12 +135,14 @@ def leaks(folder: Path, root: Path = ROOT, *, code_lines: bool = True) -> list[s
     """What in ``folder`` must not reach students: one line per finding (empty when clean).
 
     Looks for nbgrader's solution and hidden-test markers, the hidden tests' names, a gradebook, a
-    ``solutions`` or ``grader/hidden`` folder, and (``code_lines``) the code lines of the solution regions.
-    ``tricksref`` is not searched for solution lines: the reference may well compute the same thing.
+    ``solutions``, ``grader/hidden`` or ``grader/reference`` folder, and (``code_lines``: the student edition)
+    the code lines of the solution regions, in every file (the library and the site's sources included).
     """
     folder = Path(folder)
     found: list[str] = []
-    for bad in ("solutions", "grader/hidden", "gradebook.db"):
+    never = ("solutions", "grader/hidden", "grader/reference", "gradebook.db") + (
+        ("tricksref/scratch",) if code_lines else ())  # the student edition's library has no scratch/
+    for bad in never:
         for hit in folder.rglob(Path(bad).name):
             if hit.relative_to(folder).as_posix().endswith(bad):
                 found.append(f"{hit.relative_to(folder)}: must not be in the bundle")
@@ -147,7 +156,7 @@ def leaks(folder: Path, root: Path = ROOT, *, code_lines: bool = True) -> list[s
                 found.append(f"{rel}: contains nbgrader's marker {marker!r}")
         if pattern is not None and (m := pattern.search(text)):
             found.append(f"{rel}: names the hidden test {m.group(1)}")
-        if lines and rel.parts[0] != "tricksref":
+        if lines:
             for line in lines:
                 if line in text:
                     found.append(f"{rel}: contains solution code {line!r}")
@@ -155,29 +164,43 @@ def leaks(folder: Path, root: Path = ROOT, *, code_lines: bool = True) -> list[s
     return found
 
 
-def build(out: Path, root: Path = ROOT, *, site: bool = True, force: bool = False) -> list[Path]:
-    """Write the student bundle into ``out``; return the top-level entries written.
+def build(out: Path, root: Path = ROOT, *, edition: str = "student", site: bool = True,
+          force: bool = False) -> list[Path]:
+    """Write the bundle of ``edition`` into ``out``; return the top-level entries written.
 
-    Raises ValueError if ``out`` exists (unless ``force``) or lies inside the repository's sources, and
-    RuntimeError (after removing ``out``) if the finished bundle leaks anything (see ``leaks``).
+    Raises ValueError if ``out`` exists (unless ``force``) or lies inside the repository's sources, or if the
+    built site is of the other edition; RuntimeError (after removing ``out``) if the finished bundle leaks
+    anything (see ``leaks``).
     """
+    from .expected import freeze
+    from .suite import ASSIGNMENTS
+
+    if edition not in EDITIONS:
+        raise ValueError(f"edition: expected one of {', '.join(EDITIONS)}, got {edition!r}")
     out, root = Path(out).resolve(), Path(root).resolve()
     if out == root or root in out.parents and out.relative_to(root).parts[0] not in ("dist", "_build"):
         raise ValueError(f"OUT: write the bundle outside the sources (e.g. dist/student), got {out}")
+    if out.exists() and not force:
+        raise ValueError(f"OUT: {out} exists; remove it or pass --force")
+    html = root / SITES[edition]
+    has_site = site and (html / "index.html").is_file()
+    if has_site:
+        built = (html / "EDITION").read_text().strip() if (html / "EDITION").is_file() else "unknown"
+        if built != edition:
+            raise ValueError(f"the site in {html} is the {built} edition, not the {edition} one: rebuild it "
+                             f"({'make site' if edition == 'student' else 'make site-solutions'})")
     if out.exists():
-        if not force:
-            raise ValueError(f"OUT: {out} exists; remove it or pass --force")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     written = []
     try:
-        html = root / "_build" / "html"
-        has_site = site and (html / "index.html").is_file()
         if has_site:
             _copy_tree(html, out / "site")
             written.append(out / "site")
         _copy_tree(root / "exercises", out / "exercises")
         _copy_tree(root / "tricksref", out / "tricksref")
+        if edition == "student":
+            shutil.rmtree(out / "tricksref" / "scratch", ignore_errors=True)
         written += [out / "exercises", out / "tricksref"]
         grader = out / "grader"
         grader.mkdir()
@@ -187,16 +210,21 @@ def build(out: Path, root: Path = ROOT, *, site: bool = True, force: bool = Fals
             (grader / package).mkdir()
             for path in _python_files(root / "grader" / package):
                 shutil.copy2(path, grader / package / path.name)
+        for assignment in ASSIGNMENTS:  # computed here, by the instructor's reference, once
+            freeze(assignment, grader)
         written.append(grader)
         version = _version(root)
         (out / "pyproject.toml").write_text(_PYPROJECT.format(version=version))
         shutil.copy2(root / "requirements.txt", out / "requirements.txt")
         note = "" if has_site else " (not built when this bundle was made: run `make site` first)"
-        (out / "README.md").write_text(_README.format(site_note=note))
-        written += [out / "pyproject.toml", out / "requirements.txt", out / "README.md"]
-        problems = leaks(out, root)
+        library = (" (the student edition: the four exercises' computations go through the torch calls "
+                   "the exercises put off limits)" if edition == "student" else "")
+        (out / "README.md").write_text(_README.format(site_note=note, library_note=library))
+        (out / "EDITION").write_text(edition + "\n")
+        written += [out / "pyproject.toml", out / "requirements.txt", out / "README.md", out / "EDITION"]
+        problems = leaks(out, root, code_lines=edition == "student")
         if problems:
-            raise RuntimeError("the student bundle would leak:\n  " + "\n  ".join(problems[:20]))
+            raise RuntimeError("the bundle would leak:\n  " + "\n  ".join(problems[:20]))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -209,25 +237,30 @@ def _version(root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m grader bundle OUT [--no-site] [--force]``."""
+    """``python -m grader bundle OUT [--edition student|solutions] [--no-site] [--force]``."""
     parser = argparse.ArgumentParser(
         prog="python -m grader bundle",
-        description="Build the student bundle: the site, exercises/, tricksref and the visible grading "
-                    "suites; never solutions or hidden tests.")
+        description="Build a bundle for students: the site, exercises/, tricksref and the visible grading "
+                    "suites; never solutions or hidden tests. The student edition (before the deadline) "
+                    "holds no exercise's answer; the solutions edition (after it) has the from-scratch "
+                    "library and the full site.")
     parser.add_argument("out", help="the folder to create (e.g. dist/student)")
+    parser.add_argument("--edition", choices=EDITIONS, default="student",
+                        help="student (default: before the deadline) or solutions (after it)")
     parser.add_argument("--no-site", action="store_true", help="leave the built site out")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     try:
-        written = build(Path(args.out), site=not args.no_site, force=args.force)
+        written = build(Path(args.out), edition=args.edition, site=not args.no_site, force=args.force)
     except (ValueError, RuntimeError) as exc:
         print(f"bundle: {exc}", file=sys.stderr)
         return 2
     for path in written:
         print(path)
     if not any(p.name == "site" for p in written) and not args.no_site:
-        print("note: the site is not built (_build/html/index.html missing): run `make site` to include it",
-              file=sys.stderr)
+        make = "make site" if args.edition == "student" else "make site-solutions"
+        print(f"note: the {args.edition} site is not built ({SITES[args.edition]}/index.html missing): run "
+              f"`{make}` to include it", file=sys.stderr)
     return 0
 
 

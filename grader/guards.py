@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 from .submission import InProcessSubmission, StudentError
 
-__all__ = ["FORBIDDEN", "BACKWARD_FUNCTIONS", "install", "uninstall", "installed", "no_autograd",
+__all__ = ["FORBIDDEN", "BACKWARD_FUNCTIONS", "install", "uninstall", "seal", "installed", "no_autograd",
            "forbidden_message", "GuardedSubmission", "refused_call"]
 
 #: assignment -> the public off-limits callables as "module:attribute" (``torch:optim``: the whole module)
@@ -89,6 +89,7 @@ _OP_PREFIXES: dict[str, tuple[str, ...]] = {"stagewise": ("_foreach_",)}
 _lock = threading.RLock()
 _depth: dict[str, int] = {}            # assignment -> nesting depth of install()
 _active: dict[str, tuple] = {}         # assignment -> its mode objects while installed
+_sealed = False                        # set in the sandbox: what is installed stays for the process's life
 
 
 def forbidden_message(what: str, assignment: str) -> str:
@@ -142,10 +143,17 @@ def install(assignment: str) -> None:
             _active[assignment] = modes
 
 
+def seal() -> None:
+    """From now on ``uninstall`` does nothing: the sandbox's guards stay in for the child's whole life, even
+    if graded code reaches this module (``grader.policy`` keeps it from reaching it in the first place)."""
+    global _sealed
+    _sealed = True
+
+
 def uninstall(assignment: str) -> None:
     """Undo one ``install(assignment)``; the originals come back when the last one is undone."""
     with _lock:
-        if _depth.get(assignment, 0) == 0:
+        if _sealed or _depth.get(assignment, 0) == 0:
             return
         _depth[assignment] -= 1
         if _depth[assignment] == 0:
