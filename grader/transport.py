@@ -9,27 +9,28 @@ code or an object of the student's choosing in the grader: a tensor comes back a
 the CPU, whatever class the student returned.
 
 Wire format (version 1): ``b"GRT1"``, the manifest's length (4 bytes, little-endian), the manifest (UTF-8
-JSON: ``{"tree": ..., "arrays": [[dtype, shape, offset, nbytes], ...]}``), then the array bytes. It replaced
-an ``.npz`` archive, which cost about 0.25 ms per array to read (numpy parses each header with ``ast``);
-``decode`` still reads that older format.
+JSON: ``{"tree": ..., "arrays": [[dtype, shape, offset, nbytes], ...]}``, at most ``MAX_MANIFEST_BYTES``,
+checked before it is parsed), then the array bytes. (It replaced an ``.npz`` archive, which cost about 0.25 ms
+per array to read; that format is no longer read: nothing should parse more than it must from a student.)
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import struct
-import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["encode", "decode", "TransportError", "MAX_MESSAGE_BYTES"]
+__all__ = ["encode", "decode", "TransportError", "MAX_MESSAGE_BYTES", "MAX_MANIFEST_BYTES"]
 
 #: a decoded message may not hold more than this many bytes of arrays (a student could send a zip bomb)
 MAX_MESSAGE_BYTES = 512 * 2**20
+#: nor a manifest (the JSON tree) longer than this: checked before it is parsed, so that a reply cannot make
+#: the grader parse tens of MiB of JSON (a probe's reply has a few KiB of manifest)
+MAX_MANIFEST_BYTES = 2**20
 _MAX_DEPTH = 32
 _MAX_LEAVES = 100_000
 
@@ -105,6 +106,8 @@ def _read(data: bytes, max_bytes: int) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         (length,) = struct.unpack_from("<I", data, len(_MAGIC))
         start = len(_MAGIC) + 4
+        if length > MAX_MANIFEST_BYTES:
+            raise TransportError(f"message manifest of {length} bytes, more than {MAX_MANIFEST_BYTES}")
         if start + length > len(data):
             raise TransportError("malformed message: truncated manifest")
         manifest = json.loads(data[start:start + length].decode())
@@ -135,31 +138,14 @@ def _read(data: bytes, max_bytes: int) -> tuple[dict, dict[str, np.ndarray]]:
         raise TransportError(f"malformed message: {type(exc).__name__}: {exc}") from None
 
 
-def _read_npz(data: bytes, max_bytes: int) -> tuple[dict, dict[str, np.ndarray]]:
-    """The older ``.npz`` format (still read, never written)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            if sum(i.file_size for i in zf.infolist()) > max_bytes:
-                raise TransportError(f"message larger than {max_bytes} bytes")
-        npz = np.load(io.BytesIO(data), allow_pickle=False)
-        manifest = json.loads(bytes(npz["__manifest__"]).decode())
-        arrays = {k: npz[k] for k in npz.files if k != "__manifest__"}
-    except TransportError:
-        raise
-    except Exception as exc:  # a malformed archive: zip, npy or JSON errors
-        raise TransportError(f"malformed message: {type(exc).__name__}: {exc}") from None
-    return manifest, arrays
-
-
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     """Inverse of ``encode``. Never unpickles; rejects messages whose arrays exceed ``max_bytes``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TransportError(f"malformed message: expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if data[:len(_MAGIC)] == _MAGIC:
-        manifest, arrays = _read(data, max_bytes)
-    else:
-        manifest, arrays = _read_npz(data, max_bytes)
+    if data[:len(_MAGIC)] != _MAGIC:
+        raise TransportError("malformed message: not a grader message (no GRT1 header)")
+    manifest, arrays = _read(data, max_bytes)
     leaves = 0
 
     def build(node, depth):
