@@ -125,6 +125,15 @@ def test_cli_hostile_case_gains_nothing_from_the_sandbox_alone(graded, name):
     assert corpus.check(c, r, twin, raw=True), (c["raw"], _show(r), twin and _show(twin))
 
 
+@pytest.mark.parametrize("name", [c["name"] for c in corpus.CASES if c.get("twin_full")])
+def test_cli_hostile_honest_neighbour_keeps_its_marks(graded, name):
+    """The honest twin, graded at the same time (two jobs), scores full marks both ways."""
+    path, c = _case(graded, name)
+    for results in (_results(graded), graded["raw"]):
+        twin = results[str(c["twin"])]
+        assert twin["score"] == twin["max_score"], _show(twin)
+
+
 def test_cli_hostile_hidden_messages_repeat_no_student_text(graded):
     """Whatever the student's exceptions say (here: their hidden input), hidden tests' messages do not."""
     for results in (_results(graded), graded["raw"]):

@@ -274,6 +274,144 @@ def test_sandbox_privileged_calls_fail(isolated):
     assert all(v == -1 for v in got.values()), got
 
 
+def test_sandbox_seccomp_refuses_namespaces_mounts_tracing_keys_and_bpf(server):
+    """Whatever the privileges left, the kernel refuses these system calls to the student's process (EPERM),
+    clone3 with ENOSYS (so that libc falls back to clone, whose flags the filter reads); fork, threads and
+    subprocesses still work."""
+    src = (
+        "import ctypes, os, subprocess, threading\n"
+        "def f(numbers):\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    libc.syscall.restype = ctypes.c_long\n"
+        "    out = {}\n"
+        "    for name, nr in numbers.items():\n"
+        "        r = libc.syscall(nr, 0, 0, 0, 0, 0)\n"
+        "        out[name] = (r, ctypes.get_errno())\n"
+        "    out['clone_newuser'] = (libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "    t = threading.Thread(target=lambda: None)\n"
+        "    t.start(); t.join()\n"
+        "    out['subprocess'] = subprocess.run(['true']).returncode\n"
+        "    return out\n")
+    from grader.sandbox import seccomp
+    table = seccomp.syscall_numbers()
+    names = ["unshare", "setns", "mount", "ptrace", "keyctl", "bpf", "perf_event_open", "userfaultfd",
+             "pivot_root", "open_by_handle_at", "io_uring_setup", "clone3"]
+    got = value(server, src, {n: table[n] for n in names})
+    import errno
+    for n in names:
+        assert tuple(got[n]) == (-1, errno.ENOSYS if n == "clone3" else errno.EPERM), (n, got[n])
+    assert tuple(got["clone_newuser"]) == (-1, errno.EPERM) and got["subprocess"] == 0
+
+
+def test_sandbox_seccomp_table_agrees_with_libseccomp():
+    """The filter's syscall numbers are those libseccomp knows, for both supported machines."""
+    import ctypes.util
+
+    from grader.sandbox import seccomp
+    path = ctypes.util.find_library("seccomp")
+    if path is None:
+        pytest.skip("libseccomp is not on this machine")
+    lib = ctypes.CDLL(path)
+    lib.seccomp_syscall_resolve_name_arch.restype = ctypes.c_int
+    lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+    for machine, arch in (("x86_64", 0xC000003E), ("aarch64", 0xC00000B7)):
+        table = seccomp.syscall_numbers(machine)
+        assert set(seccomp.DENIED) | {"clone", "clone3"} == set(table)
+        wrong = {n: (v, lib.seccomp_syscall_resolve_name_arch(arch, n.encode())) for n, v in table.items()
+                 if lib.seccomp_syscall_resolve_name_arch(arch, n.encode()) != v}
+        assert wrong == {}, (machine, wrong)
+
+
+def _cgroups(server) -> str | None:
+    return server.ready().get("cgroups")
+
+
+def test_sandbox_control_group_holds_the_submission(isolated):
+    """As root, each submission runs in a control group of its own with the CPU share, memory and process
+    count of its limits; the group is gone once the submission is."""
+    if _cgroups(isolated) is None:
+        pytest.skip(f"no control groups here: {isolated.ready().get('cgroups_note')}")
+    src = (
+        "def f():\n"
+        "    return open('/proc/self/cgroup').read()\n")
+    with isolated.open("toy", src, limits(nproc=24, memory_bytes=300 << 20)) as sub:
+        lines = sub.run("toy.value", name="f", args=[])["value"].splitlines()
+        import re
+        groups = {}
+        for line in lines:
+            _, names, path = line.split(":", 2)
+            groups[names] = path
+        found = [p for p in groups.values() if re.search(r"/grader-\d+/sb-\d+$", p)]
+        assert found, lines
+        base = "/sys/fs/cgroup"
+        if _cgroups(isolated) == "v1":
+            pids = open(f"{base}/pids{groups['pids']}/pids.max").read().strip()
+            quota = open(f"{base}/cpu{groups['cpu']}/cpu.cfs_quota_us").read().strip()
+            memory = int(open(f"{base}/memory{groups['memory']}/memory.limit_in_bytes").read())
+            folders = [f"{base}/pids{groups['pids']}", f"{base}/cpu{groups['cpu']}"]
+        else:
+            folder = f"{base}{groups['']}" if os.path.exists(f"{base}{groups['']}") else \
+                f"{base}/unified{groups['']}"
+            pids = open(f"{folder}/pids.max").read().strip()
+            quota = open(f"{folder}/cpu.max").read().split()[0]
+            memory = int(open(f"{folder}/memory.max").read())
+            folders = [folder]
+        assert pids == "24" and quota == "100000" and memory >= 300 << 20
+    deadline = time.monotonic() + 3
+    while any(os.path.exists(f) for f in folders) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.exists(f) for f in folders)
+
+
+def test_sandbox_a_channel_closed_by_the_student_kills_the_sandbox(server):
+    """Graded code that closes its connection to the grader and keeps running is killed, not forgotten."""
+    marker = f"{3000 + (uuid.uuid4().int % 900)}.{uuid.uuid4().int % 10**6}"
+    src = (
+        "import os, subprocess\n"
+        "def f(marker):\n"
+        "    subprocess.Popen(['sleep', marker])\n"
+        "    os.close(3)\n"
+        "    while True:\n"
+        "        pass\n")
+    with server.open("toy", src, limits(run_timeout=30.0)) as sub:
+        t = time.monotonic()
+        with pytest.raises(StudentError) as err:
+            sub.run("toy.value", name="f", args=[marker])
+        assert time.monotonic() - t < 10
+        assert err.value.kind == "crash" and "closed its connection" in err.value.message
+        assert wait_until_gone(marker) == []
+
+
+def test_sandbox_that_cannot_be_set_up_is_the_graders_failure(tmp_path):
+    """A sandbox that dies before it is ready (here: its private root's mount point was removed) is an
+    internal error of the grader: never a student's zero, never stored, graded again on the next run."""
+    from grader.grading import Grader
+
+    srv = ForkServer(extra_probes=TOY)
+    try:
+        mountpoint = srv.ready()["mountpoint"]
+        if srv.mode == "none":
+            pytest.skip("no namespaces: no private root to break")
+        os.rmdir(mountpoint)
+        sys_path = HERE / "hostile"
+        import sys
+        sys.path.insert(0, str(sys_path))
+        import toy_suite
+        nb = tmp_path / "toy.ipynb"
+        import nbformat
+        meta = {"nbgrader": {"solution": True, "grade_id": "scale", "grade": False, "locked": False}}
+        cell = nbformat.v4.new_code_cell("def scale(x, c):\n    return x * c\n", metadata=meta)
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(nb))
+        grader = Grader(suites=toy_suite, server=srv, limits=limits())
+        r = grader.grade(str(nb))
+        assert r.internal_error and "not the student's fault" in r.error and "could not be set up" in r.error
+        os.mkdir(mountpoint)  # repaired: the same notebook grades
+        r = grader.grade(str(nb))
+        assert not r.internal_error and r.score == 3.0
+    finally:
+        srv.close()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # processes, time, memory
 

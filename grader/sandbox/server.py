@@ -485,7 +485,8 @@ def main(fd: int) -> None:
         return
     warning = None if namespaced else "isolation 'none' was asked for"
     sock.send(json.dumps({"mode": server.mode, "warning": warning, "pid": tag, "forbidden": server.forbidden,
-                          "binds": server.plan["binds"], "cgroups": server.cgroups.version
+                          "binds": server.plan["binds"], "mountpoint": server.mountpoint,
+                          "cgroups": server.cgroups.version
                           if server.cgroups else None, "cgroups_note": server.cgroups_note}).encode())
     server.run()
 

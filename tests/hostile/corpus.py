@@ -147,6 +147,19 @@ CONTAINMENT = [
                 os.execvp('sleep', ['sleep', '{MARKER}'])
             os._exit(0)
         """), CORRECT, raw="full"),
+    # graded beside its twin (--jobs 2): the twin, correct, must keep its full marks, its control group its CPU
+    hack("cpu_hog", "starts 31 busy processes at the top level, then defines correct functions", first("""
+        import os, time
+        for _ in range(31):
+            try:
+                if os.fork() == 0:
+                    _end = time.time() + 30
+                    while time.time() < _end:
+                        pass
+                    os._exit(0)
+            except OSError:
+                break
+        """), CORRECT, twin_full=True),
     hack("thread_bomb", "starts threads until it cannot; wrong functions", both("return a * 0", head="""
         import threading, time
         for _ in range(100000):
