@@ -4,6 +4,11 @@ The book is built once per session (through the execution cache, so a rebuild wi
 seconds) and served from _build/html on 127.0.0.1; headless Debian Chromium opens every page reached from
 the sidebar and checks it (tests/site_helpers.py: check_page). The build's own failure modes and the page
 checker are each shown to fail on a deliberately broken input, so a green run means something.
+
+Both editions are checked: the student edition (`make site`, _build/html) shows no line of a cell the
+chapters' sources tag ``answer-<assignment>`` in any file, and a pointer in its place; the solutions edition
+(`make site-solutions`, _build/solutions/html, built from the same execution cache) shows every one and works
+in the browser too; every launch and download link of both opens a file of the build.
 """
 
 from __future__ import annotations
