@@ -325,6 +325,9 @@ def test_site_launch_and_download_links_resolve(edition, request):
         downloads = {(site / page).parent.joinpath(h).resolve() for h in links["download"]}
         assert {p.suffix for p in downloads} == {".ipynb", ".md"}, (page, links["download"])
         assert all(p.is_file() and site.resolve() in p.parents for p in downloads), (page, downloads)
+    # the chapters' shared helpers lie beside the notebooks, where a launched notebook imports them from
+    assert (site / "_sources" / "book" / "chapter_tools.py").read_bytes() == \
+        (ROOT / "book" / "chapter_tools.py").read_bytes()
 
 
 @pytest.mark.parametrize("page", TOC_PAGES + EXTRA_PAGES)

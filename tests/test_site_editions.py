@@ -196,6 +196,8 @@ def test_site_launch_and_download_links_open_the_editions_notebook(small_book):
             assert (branch, path) == (config["branch"], "_sources/book/tagged.ipynb"), links[kind]
             nbformat.validate(nbformat.read(html / path, as_version=4))
         assert {Path(h).name for h in links["download"]} == {"tagged.ipynb", "tagged.md"}
+        # what the notebook imports from its folder lies beside it, as in the book
+        assert (html / "_sources" / "book" / "chapter_tools.py").read_text() == CHAPTER_TOOLS
         for href in links["download"]:
             assert (html / "book" / href).resolve().is_file(), href
 
@@ -331,7 +333,8 @@ def test_site_publish_pushes_each_edition_to_gh_pages(small_book, course_repo):
     student = editions.publish("student", root=small_book, repo=src, remote=str(bare),
                                allow_placeholders=True)
     tree = set(_git(bare, "ls-tree", "-r", "--name-only", "gh-pages").split())
-    assert {"index.html", "EDITION", ".nojekyll", "book/tagged.html", "_sources/book/tagged.ipynb"} <= tree
+    assert {"index.html", "EDITION", ".nojekyll", "book/tagged.html", "_sources/book/tagged.ipynb",
+            "_sources/book/chapter_tools.py"} <= tree
     assert _git(bare, "show", "gh-pages:EDITION") == "student"
     assert _git(bare, "rev-parse", "gh-pages").strip() == student
     # every launch link of every published page opens a notebook of the published branch

@@ -57,6 +57,9 @@ ANSWER_TAG = re.compile(r"answer-([a-z][a-z0-9_]*)")
 #: what a chapter imports -> where that module's sources are, relative to the book's root
 DEFAULT_DEPENDENCIES = {"tricksref": "tricksref", "chapter_tools": "book/chapter_tools.py",
                         "grader": "grader"}
+#: files the chapters import from their own folder: copied beside the notebooks under _sources/, so that a
+#: notebook opened from the published branch (Binder, JupyterHub) finds them
+DEFAULT_COMPANIONS = ["book/chapter_tools.py"]
 #: the label of each assignment's section in the exercises chapter (book/exercises.md)
 DEFAULT_EXERCISE_LABEL = "exercise-{assignment}"
 #: an answer line this short ("return out", "import torch") says nothing about the answer
@@ -504,6 +507,10 @@ def _on_build_finished(app, exception) -> None:
     outdir = Path(app.outdir)
     edition = app.config.course_edition
     chapters = getattr(app.env, "course_chapters", {})
+    for companion in app.config.course_notebook_companions:
+        source, target = Path(app.srcdir) / companion, outdir / "_sources" / companion
+        if source.is_file() and target.parent.is_dir():
+            target.write_bytes(source.read_bytes())
     if edition == "student":
         sources = outdir / "_sources"
         for docname, record in chapters.items():
@@ -532,6 +539,7 @@ def setup(app):
     app.add_config_value("course_assignments", None, "env")
     app.add_config_value("course_exercise_label", DEFAULT_EXERCISE_LABEL, "env", [str])
     app.add_config_value("course_execution_dependencies", DEFAULT_DEPENDENCIES, "env", [dict])
+    app.add_config_value("course_notebook_companions", DEFAULT_COMPANIONS, "html", [list])
     app.connect("config-inited", _on_config_inited)
     app.connect("builder-inited", _on_builder_inited)
     app.connect("source-read", _on_source_read)
