@@ -327,6 +327,9 @@ def test_cli_course_mode_writes_nbgrader_gradebook_feedback_and_csv(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (root / "feedback" / "bob" / "toy" / "toy.html").read_text()
     assert "in place" in html and "2 / 2 points" in html and "0 / 1 points" in html
+    # the hidden test is neither named nor shown: its cell holds a note instead of its code
+    assert "test_toy_unmodified" not in html
+    assert "hidden tests: they ran when your notebook was graded" in html
     table = list(csv.DictReader((root / "grader.grades.csv").open()))
     assert sorted((r["student"], float(r["score"])) for r in table) == [
         ("alice", 3.0), ("bob", 2.0), ("carol", 0.0), ("dave", 0.0), ("erin", 0.0)]
@@ -369,3 +372,75 @@ def test_cli_course_mode_resumes_after_being_killed(tmp_path):
     assert f"{len(students) - len(done)} to grade" in rerun.stderr  # only what was missing
     assert all(score == 3.0 for score, _ in gradebook_scores(root).values())
     assert len(list(csv.DictReader(table.open()))) == len(students)
+
+
+def _notebook_dict(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_cli_course_mode_survives_any_notebook(tmp_path):
+    """Each student is graded on their own: a broken notebook costs that notebook only, every student sorted
+    after it is graded, and a rerun is quiet (issue 10, item 7)."""
+    root = make_course(tmp_path / "course", {s: CORRECT for s in ("a_extra", "b_surrogate", "c_nested",
+                                                                  "d_unreadable", "e_fine")})
+    sub = root / "submitted"
+    # an extra solution cell without a grade_id (nbgrader's preprocessors stop with KeyError on it)
+    nb = _notebook_dict(sub / "a_extra" / "toy" / "toy.ipynb")
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "outputs": [], "id": "extra1",
+                        "metadata": {"nbgrader": {"solution": True, "grade": False, "locked": False}},
+                        "source": "x = 1\n"})
+    (sub / "a_extra" / "toy" / "toy.ipynb").write_text(json.dumps(nb))
+    # an exception text holding a lone surrogate (no UTF-8 file or database can store it as is)
+    nb = _notebook_dict(sub / "b_surrogate" / "toy" / "toy.ipynb")
+    for cell in nb["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "scale":
+            cell["source"] = "def scale(x, c):\n    raise ValueError(chr(0xD800) + 'oops')\n"
+    (sub / "b_surrogate" / "toy" / "toy.ipynb").write_text(json.dumps(nb))
+    # deeply nested metadata: 400 KiB in the file, which nbformat would write out as tens of MiB
+    nb = _notebook_dict(sub / "c_nested" / "toy" / "toy.ipynb")
+    nested: dict = {}
+    node = nested
+    for _ in range(400):
+        node["k"] = {"pad": "x" * 1000}
+        node = node["k"]
+    nb["metadata"]["junk"] = nested
+    nb["cells"][0]["metadata"]["junk"] = nested
+    (sub / "c_nested" / "toy" / "toy.ipynb").write_text(json.dumps(nb))
+    assert (sub / "c_nested" / "toy" / "toy.ipynb").stat().st_size > 400_000
+    (sub / "d_unreadable" / "toy" / "toy.ipynb").write_bytes(b"\xff\xfe not a notebook")
+    for attempt in range(2):
+        err = io.StringIO()
+        sys_stderr, sys.stderr = sys.stderr, err
+        try:
+            rc, out = run_cli(["--course", str(root), "--json", "--quiet", *FAST])
+        finally:
+            sys.stderr = sys_stderr
+        assert rc == 0, err.getvalue()
+        if attempt == 1:  # everything was recorded the first time: the rerun grades nothing
+            assert out == "" and "0 to grade" in err.getvalue()
+    scores = gradebook_scores(root)
+    assert scores["a_extra"][0] == scores["c_nested"][0] == scores["e_fine"][0] == 3.0
+    assert scores["b_surrogate"][0] == 0.0 and scores["d_unreadable"][0] == 0.0
+    autograded = root / "autograded"
+    assert (autograded / "c_nested" / "toy" / "toy.ipynb").stat().st_size < 100_000
+    assert "junk" not in (autograded / "c_nested" / "toy" / "toy.ipynb").read_text()
+    text = (autograded / "b_surrogate" / "toy" / "toy.ipynb").read_text()
+    assert "\\ud800oops" in text or "\\\\ud800oops" in text
+    assert (autograded / "d_unreadable" / "toy" / "toy.ipynb").exists()
+    table = list(csv.DictReader((root / "grader.grades.csv").open()))
+    assert sorted(r["student"] for r in table) == ["a_extra", "b_surrogate", "c_nested", "d_unreadable",
+                                                   "e_fine"]
+
+
+def test_cli_csv_cells_cannot_be_formulas(tmp_path, monkeypatch):
+    """A notebook named like a spreadsheet formula is written to the CSV as text, not as a formula."""
+    toy_notebook(tmp_path / "toy.ipynb").rename(tmp_path / "=HYPERLINK(1).ipynb")
+    monkeypatch.chdir(tmp_path)
+    rc, _ = run_cli(["--csv", "scores.csv", "--json", "--assignment", "toy", *FAST, "=HYPERLINK(1).ipynb"])
+    assert rc == 0
+    (row,) = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    assert row["notebook"] == "'=HYPERLINK(1).ipynb" and float(row["score"]) == 3.0
+    from grader.report import csv_cell
+    assert [csv_cell(v) for v in ("=1+1", "+1", "-2", "@x", "ok", 3.0, None)] == \
+        ["'=1+1", "'+1", "'-2", "'@x", "ok", 3.0, None]

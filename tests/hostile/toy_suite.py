@@ -53,6 +53,19 @@ def _unmodified(sub):
 
 
 TESTS = [("test_toy_values", 2.0, _values), ("test_toy_unmodified", 1.0, _unmodified)]
+HIDDEN = {"test_toy_unmodified"}  # in the toy notebook, the unmodified cell is a hidden test
+
+
+@dataclass(frozen=True)
+class Test:
+    name: str
+    visible: bool
+
+    __test__ = False
+
+
+def tests(assignment):
+    return [Test(name, name not in HIDDEN) for name, _, _ in TESTS]
 
 
 def max_score(assignment):
