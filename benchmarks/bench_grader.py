@@ -3,19 +3,23 @@
 What it measures, in one run on one machine: a scratch nbgrader course is made from the course's own
 ``solutions/`` (``nbgrader generate_assignment``), with ``--notebooks`` submissions (default 40, the four
 assignments in turn; each is the released notebook with the solution cells filled in, as a student hands it
-in). Then, interleaved (grader, nbgrader, grader, ...), it times
+in). Then, interleaved round by round, it times
 
-- ``python -m grader grade --json --jobs 2 NOTEBOOK...`` on all the submitted notebooks (the fork server's
-  start and every import included), and
+- ``python -m grader grade --json --jobs 1`` and ``--jobs 2`` on all the submitted notebooks (scores only:
+  the fork server's start and every import included);
+- ``python -m grader grade --course DIR --jobs 2`` (course mode: nbgrader's gradebook rows and the
+  autograded notebooks, what ``nbgrader autograde`` writes: the like-for-like comparison), on a fresh copy of
+  the course;
 - ``nbgrader autograde <assignment>`` for each assignment (a kernel per notebook; its hidden test cells run
-  the same suites through ``grader.nbgrader_bridge``),
+  the same suites through ``grader.nbgrader_bridge``), on another fresh copy;
 
-and prints seconds per notebook for each (medians over the rounds), the ratio, and whether both gave every
-notebook the same score. ``--memory-check`` grades ``--copies`` notebooks (default 1000) in one call and
-samples the resident memory of the grader's process and its fork server (psutil, every 0.1 s): the peak must
-stay under 2 GB. Timings on a shared machine are noisy: compare the ratio, measured in the same run.
+and prints seconds per notebook for each (medians over the rounds), the ratios against nbgrader, and whether
+every path gave every notebook the same score. ``--memory-check`` grades ``--copies`` notebooks (default 1000)
+in one call and samples the resident memory of the grader's process and its fork server (psutil, every
+0.1 s): the peak must stay under 2 GB. Timings on a shared machine are noisy: compare the ratios, measured in
+the same run.
 
-    python benchmarks/bench_grader.py                      # 40 notebooks, 1 nbgrader round
+    python benchmarks/bench_grader.py                      # 40 notebooks, 1 round
     python benchmarks/bench_grader.py --rounds 3           # medians over 3 rounds of each
     python benchmarks/bench_grader.py --memory-check       # + 1000 notebooks in one call
 """
@@ -91,11 +95,7 @@ def time_grader(paths: list[Path], jobs: int) -> tuple[float, dict]:
     return seconds, scores
 
 
-def time_nbgrader(course: Path, assignments: list[str]) -> tuple[float, dict]:
-    t = time.perf_counter()
-    for a in assignments:
-        run([sys.executable, "-m", "nbgrader", "autograde", a, "--force"], course)
-    seconds = time.perf_counter() - t
+def _gradebook_scores(course: Path, assignments: list[str]) -> dict:
     from nbgrader.api import Gradebook
 
     scores = {}
@@ -103,7 +103,20 @@ def time_nbgrader(course: Path, assignments: list[str]) -> tuple[float, dict]:
         for a in assignments:
             for sub in gb.assignment_submissions(a):
                 scores[sub.student.id] = (round(sub.notebooks[0].score, 3), sub.notebooks[0].max_score)
-    return seconds, scores
+    return scores
+
+
+def time_nbgrader(course: Path, assignments: list[str]) -> tuple[float, dict]:
+    t = time.perf_counter()
+    for a in assignments:
+        run([sys.executable, "-m", "nbgrader", "autograde", a, "--force"], course)
+    return time.perf_counter() - t, _gradebook_scores(course, assignments)
+
+
+def time_course_mode(course: Path, assignments: list[str], jobs: int) -> tuple[float, dict]:
+    t = time.perf_counter()
+    run([*GRADE, "--course", str(course), "--jobs", str(jobs)], ROOT)
+    return time.perf_counter() - t, _gradebook_scores(course, assignments)
 
 
 def memory_check(paths: list[Path], copies: int, jobs: int, tmp: Path) -> None:
@@ -152,7 +165,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--notebooks", type=int, default=40)
     p.add_argument("--rounds", type=int, default=1, help="rounds of nbgrader (the grader runs one more)")
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="jobs of the memory check (default 2)")
     p.add_argument("--memory-check", action="store_true")
     p.add_argument("--copies", type=int, default=1000)
     args = p.parse_args(argv)
@@ -166,30 +179,43 @@ def main(argv=None) -> int:
         print(f"bench_grader: {args.notebooks} notebooks ({', '.join(assignments)}), "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
               f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}")
-        ours, theirs = [], []
-        our_scores = their_scores = None
-        for r in range(args.rounds + 1):
-            s, our_scores = time_grader(paths, args.jobs)
-            ours.append(s)
-            print(f"  round {r + 1}: python -m grader grade --jobs {args.jobs}: {s:7.1f} s", flush=True)
-            if r < args.rounds:
-                s, their_scores = time_nbgrader(course, assignments)
-                theirs.append(s)
-                print(f"  round {r + 1}: nbgrader autograde:          {s:7.1f} s", flush=True)
+        times: dict[str, list[float]] = {}
+        scores: dict[str, dict] = {}
+        for r in range(args.rounds):
+            for name, jobs in (("grader --jobs 1", 1), ("grader --jobs 2", 2)):
+                s, scores[name] = time_grader(paths, jobs)
+                times.setdefault(name, []).append(s)
+                print(f"  round {r + 1}: python -m grader grade --json --jobs {jobs}: {s:7.1f} s",
+                      flush=True)
+            copy = tmp / f"course-mode-{r}"
+            shutil.copytree(course, copy)
+            s, scores["course mode"] = time_course_mode(copy, assignments, 2)
+            times.setdefault("course mode", []).append(s)
+            print(f"  round {r + 1}: python -m grader grade --course --jobs 2: {s:7.1f} s", flush=True)
+            copy = tmp / f"nbgrader-{r}"
+            shutil.copytree(course, copy)
+            s, scores["nbgrader"] = time_nbgrader(copy, assignments)
+            times.setdefault("nbgrader", []).append(s)
+            print(f"  round {r + 1}: nbgrader autograde:                    {s:7.1f} s", flush=True)
         n = args.notebooks
-        mo, mt = statistics.median(ours), statistics.median(theirs)
-        print(f"\nseconds per notebook (median of {len(ours)} / {len(theirs)} runs, load average now "
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"\nseconds per notebook (median of {args.rounds} round(s), load average now "
               f"{os.getloadavg()[0]:.1f}):")
-        print(f"  python -m grader grade --json --jobs {args.jobs}: {mo / n:.3f} s")
-        print(f"  nbgrader autograde:                    {mt / n:.3f} s")
-        print(f"  ratio (nbgrader / grader): {mt / mo:.1f}x fewer seconds per notebook")
-        full = all(sc == mx for sc, mx in our_scores.values())
-        same = our_scores == their_scores
-        print(f"  every notebook full marks with the grader: {full}; same scores as nbgrader: {same}")
+        for k in ("grader --jobs 1", "grader --jobs 2", "course mode", "nbgrader"):
+            ratio = "" if k == "nbgrader" else \
+                f"   nbgrader autograde / this: {med['nbgrader'] / med[k]:.1f}x"
+            print(f"  {k:16s} {med[k] / n:.3f} s{ratio}")
+        print("  (like for like: course mode writes what nbgrader autograde writes, the gradebook and the "
+              "autograded notebooks)")
+        full = all(sc == mx for sc, mx in scores["grader --jobs 2"].values())
+        same = all(scores[k] == scores["nbgrader"] for k in scores)
+        print(f"  every notebook full marks with the grader: {full}; the same scores on every path: {same}")
         if not same:
-            diff = {k: (our_scores.get(k), their_scores.get(k)) for k in set(our_scores) | set(their_scores)
-                    if our_scores.get(k) != their_scores.get(k)}
-            print(f"  differences (grader, nbgrader): {dict(list(diff.items())[:10])}")
+            for k in scores:
+                diff = {x: (scores[k].get(x), scores["nbgrader"].get(x)) for x in scores["nbgrader"]
+                        if scores[k].get(x) != scores["nbgrader"].get(x)}
+                if diff:
+                    print(f"  {k} vs nbgrader: {dict(list(diff.items())[:10])}")
         if args.memory_check:
             memory_check(paths, args.copies, args.jobs, tmp)
     return 0
