@@ -234,6 +234,9 @@ def test_cli_progress_bar_on_a_terminal(tmp_path):
 def test_cli_usage_errors_exit_2(capsys):
     assert main(["grade"]) == 2
     assert main(["grade", "--jobs", "0", "x.ipynb"]) == 2
+    # students' code without namespaces only when asked for twice
+    assert main(["grade", "--isolation", "none", "x.ipynb"]) == 2
+    assert "--allow-unisolated" in capsys.readouterr().err
     with pytest.raises(SystemExit) as err:
         main(["grade", "--nope"])
     assert err.value.code == 2
