@@ -250,3 +250,47 @@ def test_restricted_builtins_refuse_imports_and_dynamic_access_at_run_time():
                  "eval('1')", "open('/etc/passwd')"):
         with pytest.raises((ImportError, NameError)):
             exec(code, {"__builtins__": restricted_builtins(["torch", "math"])})
+
+
+# --------------------------------------------------------------------------------- discriminating cases
+
+
+def test_every_hidden_value_case_tells_garbage_from_the_reference():
+    """No hidden value case can be passed by an output that ignores its input (zeros, the input itself, a
+    constant): every one of them discriminates."""
+    from grader.hidden import batchnorm as hb
+    from grader.hidden import lrn as hl
+    from grader.hidden import stagewise as hs
+
+    def garbage(like, inp):
+        return {"zeros": torch.zeros_like(like), "identity": inp, "constant": torch.full_like(like, 0.25)}
+
+    passed = []
+    for fn in ("lrn_inter", "lrn_intra"):
+        for getter in (hl._value_cases, hl._border_cases):
+            for i, (c, e) in enumerate(zip(*getter(fn), strict=True)):
+                passed += [(fn, i, k) for k, o in garbage(e, c["a"]).items()
+                           if torch.allclose(o, e, rtol=1e-6, atol=1e-9)]
+    for getter in (hb._train_cases, hb._eval_cases, hb._constant_cases):
+        built, expected = getter()[:2]
+        for i, (c, e) in enumerate(zip(built, expected, strict=True)):
+            passed += [("bn", i, k) for k, o in garbage(e["out"], c["x"]).items()
+                       if torch.allclose(o, e["out"], rtol=1e-6, atol=1e-8)]
+    built, expected, _ = hs._iterate_cases()
+    for i, (c, e) in enumerate(zip(built, expected, strict=True)):
+        for k in ("zeros", "identity", "constant"):
+            if all(torch.allclose(garbage(w, c["w0"])[k], w, rtol=1e-9, atol=1e-11) for w in e):
+                passed.append(("stagewise", i, k))
+    assert passed == []
+
+
+def test_hidden_border_cases_have_room_around_the_window():
+    """Even-n border cases have more channels (rows, columns) than the window: positions on both sides of
+    the clipped ones (a case with one channel, or a window covering every channel, tells no window from
+    another)."""
+    from grader.hidden import lrn as hl
+
+    for fn, dims in (("lrn_inter", (1,)), ("lrn_intra", (2, 3))):
+        for c in hl._border_cases(fn)[0]:
+            assert c["n"] % 2 == 0
+            assert all(c["a"].shape[d] > c["n"] for d in dims), (fn, c["n"], c["a"].shape)  # window: n + 1
