@@ -143,8 +143,9 @@ class GradebookUnavailable(RuntimeError):
     """The gradebook cannot be opened or was lost (server down, wrong password, bad URL, missing driver)."""
 
 
-#: driver errors that mean "no usable connection", not "this notebook's rows are wrong"
-def _connection_lost(exc: BaseException) -> bool:
+def _connection_error(exc: BaseException) -> bool:
+    """An error of the database's connection or state (server gone, connection dropped, a lock or deadlock),
+    as opposed to one of this notebook's rows."""
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
     for e in _causes(exc):
@@ -265,7 +266,7 @@ class Course:
         import time
 
         from nbgrader.api import Gradebook
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
         if shutil.which("alembic") is None:
             # nbgrader runs `alembic` by name to stamp a new gradebook: the one installed beside this Python
@@ -277,13 +278,17 @@ class Course:
                 with _quiet_rollbacks():
                     return Gradebook(self.db_url, self.course_id)
             except SQLAlchemyError as exc:
-                # N graders opening a new gradebook at once race to create its tables and course row
-                if _raced(exc) and attempt < _WRITE_ATTEMPTS - 1:
+                # N graders opening a new gradebook at once race to create its tables ("already exists") and
+                # its course row (a unique key)
+                if isinstance(exc, (IntegrityError, ProgrammingError)) and attempt < _WRITE_ATTEMPTS - 1:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise GradebookUnavailable(f"cannot open {where}: {_reason(exc)}") from None
             except ImportError as exc:  # postgresql+psycopg2:// and the like, without that driver
                 raise GradebookUnavailable(f"cannot open {where}: its database driver is not installed "
+                                           f"({safe_text(exc, 200)})") from None
+            except OSError as exc:  # a new gradebook, and no `alembic` command to stamp it
+                raise GradebookUnavailable(f"cannot create {where}: nbgrader's `alembic` command failed "
                                            f"({safe_text(exc, 200)})") from None
         raise AssertionError("unreachable")
 
@@ -368,7 +373,8 @@ class Course:
                     cells, submitted = self._write_rows(gb, item, result, suite_tests)
                 break
             except BaseException as exc:
-                gb.db.rollback()
+                with contextlib.suppress(Exception):  # on a dead connection: the original error tells more
+                    gb.db.rollback()
                 if not (isinstance(exc, Exception) and _raced(exc)) or attempt == _WRITE_ATTEMPTS - 1:
                     raise
         if item.path is not None and result is not None:
@@ -594,18 +600,36 @@ class _CourseRun:
     def _lost(self, exc: BaseException) -> GradebookUnavailable:
         return GradebookUnavailable(f"lost the gradebook {safe_url(self.course.db_url)}: {_reason(exc)}")
 
+    def _reachable(self) -> bool:
+        """Whether the gradebook still answers (on a new connection if the old one was dropped)."""
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            self.gb.db.rollback()
+            self.gb.db.execute(text("SELECT 1"))
+            self.gb.db.rollback()
+            return True
+        except SQLAlchemyError:
+            return False
+
     def record(self, it: Item, result, names=(), hidden=()) -> bool:
-        """Write one notebook; False (and a message) if it could not be, so the next run grades it again."""
+        """Write one notebook; False (and a message) if it could not be, so the next run grades it again.
+
+        A connection error is tried once more (the pool replaces a dropped connection; a lock or deadlock may
+        have passed); if it persists and the gradebook no longer answers at all, the run stops
+        (``GradebookUnavailable``) rather than grade a class whose scores it cannot store."""
         for attempt in range(2):
             try:
                 self.course.record(self.gb, it, result, names, hidden)
                 self.recorded += 1
                 return True
             except Exception as exc:  # noqa: BLE001 - one notebook must never stop the class
-                if _connection_lost(exc):
+                if _connection_error(exc):
                     if attempt == 0:
-                        continue  # the pool has dropped the dead connection: once more, on a new one
-                    raise self._lost(exc) from None
+                        continue
+                    if not self._reachable():
+                        raise self._lost(exc) from None
                 why = f"{type(exc).__name__}: {safe_text(exc, 300)}"
                 print(f"grade: {it.path or it.student}: not recorded ({why}); the next run grades it again",
                       file=sys.stderr)
@@ -619,7 +643,7 @@ class _CourseRun:
             return self._grade(limits=limits, suites=suites, extra_probes=extra_probes, show_bar=show_bar,
                                server=server)
         except SQLAlchemyError as exc:
-            if _connection_lost(exc):
+            if _connection_error(exc) and not self._reachable():
                 raise self._lost(exc) from None
             raise
 
