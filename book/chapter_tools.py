@@ -130,3 +130,12 @@ def paired_interval(a: Sequence[float], b: Sequence[float],
     m, s = mean_sd(d)
     half = float(stdtrit(len(d) - 1, (1 + level) / 2)) * s / len(d) ** 0.5
     return m, m - half, m + half
+
+
+def fmt_seeds(values: Iterable[float], digits: int = 1, scale: float = 1.0, sign: bool = False) -> str:
+    """``"+0.7, -1.3, +1.1"``: each seed's value times ``scale``, for the text beside a mean ± sd.
+
+    ``sign=True`` writes the sign of every value, as paired differences read best.
+    """
+    spec = f"{'+' if sign else ''}.{digits}f"
+    return ", ".join(f"{float(v) * scale:{spec}}" for v in values)

@@ -63,3 +63,10 @@ def test_glue_leaves_jsonschema_unimported():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_fmt_seeds_shows_each_seed():
+    assert ct.fmt_seeds([0.7, -1.25, 1.1]) == "0.7, -1.2, 1.1"
+    assert ct.fmt_seeds([0.007, -0.013], sign=True, scale=100) == "+0.7, -1.3"
+    assert ct.fmt_seeds([0.5], digits=3) == "0.500"
+    assert ct.fmt_seeds([]) == ""
