@@ -54,7 +54,7 @@ from .submission import GraderError, ProbeInterference, StudentError, Submission
 __all__ = [
     "ASSIGNMENTS", "FUNCTIONS", "TestResult", "Test", "Partial", "Score", "points", "tests", "max_score",
     "run_suite", "run_test", "prepare", "cases", "hidden_available", "assignment_of", "probe", "Probe",
-    "explain", "in_hidden_test", "close",
+    "explain", "in_hidden_test", "close", "tensor_problem",
 ]
 
 #: the assignments, in the lecture's order (folder = notebook stem = suite module)
@@ -513,6 +513,25 @@ def close(a, b, *, rtol: float, atol: float) -> bool:
             or a.dtype != b.dtype:
         return False
     return bool(torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol, equal_nan=False))
+
+
+def tensor_problem(name: str, got, like, of: str, *, rtol: float = 1e-6, atol: float = 1e-8) -> str | None:
+    """None if ``got`` (a student output as ``grader.replies`` admits it) is a finite tensor of ``like``'s
+    shape and dtype, else what is wrong with it; ``of`` names what it must match ("x", "its input")."""
+    import torch
+
+    if not isinstance(got, torch.Tensor):
+        return f"{name} is {'None' if got is None else 'a ' + got['type']}, not a torch.Tensor"
+    if got.shape != like.shape:
+        same = got.numel() == like.numel() and torch.allclose(got.reshape(like.shape).double(), like.double(),
+                                                              rtol=rtol, atol=atol)
+        return (f"{name} has the right values but the wrong shape: it must have {of}'s shape" if same
+                else f"{name} does not have {of}'s shape")
+    if got.dtype != like.dtype:
+        return f"{name} has dtype {got.dtype} for a {like.dtype} {of}: keep {of}'s dtype"
+    if not torch.isfinite(got).all():
+        return f"{name} holds NaN or inf where the result is finite"
+    return None
 
 
 def is_finite_number(x) -> bool:

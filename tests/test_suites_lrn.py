@@ -89,7 +89,7 @@ _lrn_intra = lrn_intra
 def lrn_intra(a, n, k, alpha, beta):
     return _lrn_intra(a, n, k, alpha, beta)[:, :, :, :-1]
 ''', INTRA | GRADS,
-        {"test_lrn_intra_values": "shape differs from its input's"}),
+        {"test_lrn_intra_values": "does not have its input's shape"}),
     "crashes_for_even_n": ('''
 _lrn_inter = lrn_inter
 def lrn_inter(a, n, k, alpha, beta):
@@ -106,7 +106,7 @@ del lrn_intra
 _lrn_inter = lrn_inter
 def lrn_inter(a, n, k, alpha, beta):
     return _lrn_inter(a, n, k, alpha, beta).tolist()
-''', INTER | GRADS, {"test_lrn_inter_values": "returned a list, not a torch.Tensor"}),
+''', INTER | GRADS, {"test_lrn_inter_values": "result is a list, not a torch.Tensor"}),
     "guarded_uses_torch_lrn": ('''
 def lrn_inter(a, n, k, alpha, beta):
     return torch.nn.functional.local_response_norm(a, 2 * (n // 2) + 1, alpha * (2 * (n // 2) + 1), beta, k)

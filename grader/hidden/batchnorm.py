@@ -19,7 +19,7 @@ from grader.reference.batchnorm import (
     reference_grads,
     running_mistakes,
 )
-from grader.suite import Partial, Score, cases, explain, points, probe
+from grader.suite import Partial, Score, cases, explain, points, probe, tensor_problem
 from grader.suites.batchnorm import (
     BACKWARD,
     BACKWARD_PROBE,
@@ -30,7 +30,6 @@ from grader.suites.batchnorm import (
     out_problem,
     readable,
     running_problem,
-    tensor_problem,
 )
 
 _H = 1e-6

@@ -13,7 +13,7 @@ import torch
 
 from grader.expected import load
 from grader.replies import ECHO, OUT, Spec
-from grader.suite import Probe, Score, explain, points, probe
+from grader.suite import Probe, Score, explain, points, probe, tensor_problem
 
 FORWARD, BACKWARD = "batchnorm_forward", "batchnorm_backward"
 RTOL, ATOL = 1e-6, 1e-8
@@ -38,22 +38,6 @@ def make_case(x, *, training, momentum=0.1, eps=1e-5, seed=0, running=None) -> d
                    torch.rand(C, generator=g, dtype=x.dtype) + 0.5)
     return {"x": x, "gamma": gamma, "beta": beta, "running_mean": running[0].clone(),
             "running_var": running[1].clone(), "training": training, "momentum": momentum, "eps": eps}
-
-
-def tensor_problem(name: str, got, want: torch.Tensor, of: str) -> str | None:
-    """None if ``got`` is a finite tensor of ``want``'s shape and dtype, else what is wrong."""
-    if not isinstance(got, torch.Tensor):
-        return f"{name} is {'None' if got is None else 'a ' + got['type']}, not a torch.Tensor"
-    if got.shape != want.shape:
-        same = got.numel() == want.numel() and torch.allclose(got.reshape(want.shape).double(), want.double(),
-                                                              rtol=RTOL, atol=ATOL)
-        return (f"{name} has the right values but the wrong shape: it must have {of}'s shape" if same
-                else f"{name} does not have {of}'s shape")
-    if got.dtype != want.dtype:
-        return f"{name} has dtype {got.dtype}, expected {of}'s dtype {want.dtype}"
-    if not torch.isfinite(got).all():
-        return f"{name} holds NaN or inf"
-    return None
 
 
 def out_problem(sub, r, expected: torch.Tensor, mistakes: dict) -> str | None:

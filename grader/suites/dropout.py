@@ -14,7 +14,7 @@ import torch
 
 from grader.expected import load
 from grader.replies import ECHO, OUT, Spec
-from grader.suite import Probe, Score, explain, points, probe
+from grader.suite import Probe, Score, explain, points, probe, tensor_problem
 
 FORWARD, BACKWARD = "dropout_forward", "dropout_backward"
 
@@ -22,23 +22,11 @@ FORWARD_PROBE = Probe("dropout.forward", Spec({"out": OUT, "mask": OUT, "x": ECH
 BACKWARD_PROBE = Probe("dropout.backward", Spec({"dx": OUT, "dout": ECHO("dout")}), (BACKWARD,))
 
 
-def tensor_problem(name: str, got, like: torch.Tensor) -> str | None:
-    if not isinstance(got, torch.Tensor):
-        return f"{name} is {'None' if got is None else 'a ' + got['type']}, not a torch.Tensor"
-    if got.shape != like.shape:
-        return f"{name} does not have the input's shape"
-    if got.dtype != like.dtype:
-        return f"{name} has dtype {got.dtype} for a {like.dtype} input: keep the input's dtype"
-    if not torch.isfinite(got).all():
-        return f"{name} holds NaN or inf"
-    return None
-
-
 def mask_problem(sub, r, x: torch.Tensor) -> str | None:
     """None if a training result has an out of x's shape and dtype and a boolean keep-mask of x's shape."""
     if not r.ok:
         return explain(sub, r.error)
-    problem = tensor_problem(f"{FORWARD}'s out", r["out"], x)
+    problem = tensor_problem(f"{FORWARD}'s out", r["out"], x, "x")
     if problem is not None:
         return problem
     mask = r["mask"]
@@ -179,7 +167,7 @@ def backward_problem(sub, r, c: dict, want: torch.Tensor) -> str | None:
     if not r.ok:
         return explain(sub, r.error)
     dx = r["dx"]
-    problem = tensor_problem(f"{BACKWARD}'s dx", dx, c["dout"])
+    problem = tensor_problem(f"{BACKWARD}'s dx", dx, c["dout"], "dout")
     if problem is not None:
         return problem
     if c["mask"] is None:

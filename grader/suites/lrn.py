@@ -12,7 +12,7 @@ import torch
 
 from grader.expected import load
 from grader.replies import ECHO, OUT, Spec
-from grader.suite import Probe, Score, explain, points, probe
+from grader.suite import Probe, Score, explain, points, probe, tensor_problem
 
 FUNCTIONS = ("lrn_inter", "lrn_intra")
 RTOL, ATOL = 1e-6, 1e-9  # float64 cases: only the order of operations may differ
@@ -27,16 +27,7 @@ def case(a, n, k, alpha, beta) -> dict:
 
 def output_problem(fn: str, out, like: torch.Tensor) -> str | None:
     """None if ``out`` is a finite tensor of ``like``'s shape and dtype, else what is wrong with it."""
-    if not isinstance(out, torch.Tensor):
-        what = "None" if out is None else f"a {out['type']}"
-        return f"{fn} returned {what}, not a torch.Tensor"
-    if out.shape != like.shape:
-        return f"{fn} returned a tensor whose shape differs from its input's: keep the shape (B, C, H, W)"
-    if out.dtype != like.dtype:
-        return f"{fn} returned dtype {out.dtype} for a {like.dtype} input: keep the input's dtype"
-    if not torch.isfinite(out).all():
-        return f"{fn} returned NaN or inf where the result is finite"
-    return None
+    return tensor_problem(f"{fn}'s result", out, like, "its input")
 
 
 def compare(sub, fn: str, r, expected: torch.Tensor, *, rtol=RTOL, atol=ATOL) -> str | None:

@@ -357,6 +357,24 @@ def _garbage(assignment: str, kind: str) -> dict[str, str]:
                              for gid in SIGNATURES[assignment]})
 
 
+def _autograd_backward(grad: str, head: str = "") -> dict[str, str]:
+    """batchnorm: the correct forward keeping its inputs as the cache, and a backward that runs it again and
+    asks ``grad`` (an autograd function, however it is named) for the gradients."""
+    return {"batchnorm_forward": head + "{SOL:batchnorm_forward}\n" + src("""
+                _fwd = batchnorm_forward
+                def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+                    out, _ = _fwd(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+                    return out, (x, gamma, beta, eps)"""),
+            "batchnorm_backward": src(f"""
+                def batchnorm_backward(dout, cache):
+                    x, gamma, beta, eps = cache
+                    x, gamma, beta = (t.detach().requires_grad_(True) for t in (x, gamma, beta))
+                    ones = torch.ones(x.shape[1], dtype=x.dtype)
+                    with torch.enable_grad():
+                        out, _ = _fwd(x, gamma, beta, ones * 0, ones, True, 0.1, eps)
+                        return {grad}(out, (x, gamma, beta), dout)""")}
+
+
 SCORING = [
     *(hack(f"replace_probes_{a}", f"{a}: replaces the grader's probes with ones that report no case",
            each(a, {}, head=_REPLACE_PROBES[a]), stubs(a), assignment=a) for a in _REPLACE_PROBES),
@@ -439,32 +457,7 @@ SCORING = [
                 return torch.autograd.grad(out, (x, gamma, beta), dout)"""}),
          assignment="batchnorm"),
     hack("captured_autograd", "batchnorm: torch.autograd.grad bound at import, used in the backward",
-         {"batchnorm_forward": "_g = torch.autograd.grad\n" + "{SOL:batchnorm_forward}\n" + src("""
-            _fwd = batchnorm_forward
-            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-                out, _ = _fwd(x, gamma, beta, running_mean, running_var, training, momentum, eps)
-                return out, (x, gamma, beta, eps)"""),
-          "batchnorm_backward": src("""
-            def batchnorm_backward(dout, cache):
-                x, gamma, beta, eps = cache
-                x, gamma, beta = (t.detach().requires_grad_(True) for t in (x, gamma, beta))
-                ones = torch.ones(x.shape[1], dtype=x.dtype)
-                with torch.enable_grad():
-                    out, _ = _fwd(x, gamma, beta, ones * 0, ones, True, 0.1, eps)
-                    return _g(out, (x, gamma, beta), dout)""")},
-         {"batchnorm_forward": "{SOL:batchnorm_forward}\n" + src("""
-            _fwd = batchnorm_forward
-            def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-                out, _ = _fwd(x, gamma, beta, running_mean, running_var, training, momentum, eps)
-                return out, (x, gamma, beta, eps)"""),
-          "batchnorm_backward": src("""
-            def batchnorm_backward(dout, cache):
-                x, gamma, beta, eps = cache
-                x, gamma, beta = (t.detach().requires_grad_(True) for t in (x, gamma, beta))
-                ones = torch.ones(x.shape[1], dtype=x.dtype)
-                with torch.enable_grad():
-                    out, _ = _fwd(x, gamma, beta, ones * 0, ones, True, 0.1, eps)
-                    return torch.autograd.grad(out, (x, gamma, beta), dout)""")},
+         _autograd_backward("_g", head="_g = torch.autograd.grad\n"), _autograd_backward("torch.autograd.grad"),
          assignment="batchnorm"),
     case("leak_hidden_inputs", "raises an exception whose text is the input it was given",
          both("raise ValueError(repr(a.flatten()[:6].tolist()))"), "no_leak",
