@@ -9,8 +9,8 @@ kernel runs that venv's Python (a kernelspec of the server's own), so a notebook
 
 ``jupyter_lab`` starts the installed JupyterLab 4 (with nbgrader's extensions, as ``pip install nbgrader``
 leaves them) on a free loopback port with a token, rooted in the bundle, with its own config, data, runtime,
-settings and workspace folders, so nothing of the machine's ``~/.jupyter`` applies and nothing of a previous
-run is restored.
+settings, workspace and IPython folders, so nothing of the machine's ``~/.jupyter`` applies and nothing of a
+previous run is restored.
 
 The ``Lab`` class drives the page like a student: open a notebook, click a cell, type, Shift+Enter, read the
 output, press a toolbar button. Every wait is on a state of the page (a cell's output, the kernel's status, a
@@ -115,7 +115,8 @@ def _write_settings(settings: Path) -> None:
 @contextlib.contextmanager
 def jupyter_lab(root: Path, kernel_python: Path, home: Path, timeout: float = SLOW) -> Iterator[LabServer]:
     """JupyterLab serving ``root`` on 127.0.0.1, its ``python3`` kernel run by ``kernel_python``."""
-    dirs = {name: home / name for name in ("config", "data", "path", "runtime", "settings", "workspaces")}
+    dirs = {name: home / name for name in ("config", "data", "path", "runtime", "settings", "workspaces",
+                                           "ipython")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     # JUPYTER_PATH comes first in Jupyter's search path (before the venv's share/jupyter, which jupyter_core
@@ -131,7 +132,8 @@ def jupyter_lab(root: Path, kernel_python: Path, home: Path, timeout: float = SL
     env.update(JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_DATA_DIR=str(dirs["data"]),
                JUPYTER_PATH=str(dirs["path"]),
                JUPYTER_RUNTIME_DIR=str(dirs["runtime"]), JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
-               JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]), PYTHONUNBUFFERED="1")
+               JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]), IPYTHONDIR=str(dirs["ipython"]),
+               PYTHONUNBUFFERED="1")
     token = secrets.token_hex(16)
     log = home / "jupyter-lab.log"
     for _attempt in range(3):  # the free port may be taken between our probe and the server's bind

@@ -91,15 +91,17 @@ class Cluster:
     def running(self) -> bool:
         return self._run("pg_ctl", "-D", str(self.folder / "data"), "status").returncode == 0
 
-    def create_database(self, name: str) -> str:
-        """A new empty database; returns its URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (a database nobody is connected to); its URL."""
         import psycopg
 
-        if not name.isidentifier():
-            raise ValueError(f"name: expected a plain identifier, got {name!r}")
+        for what, value in (("name", name), ("template", template)):
+            if value is not None and not value.isidentifier():
+                raise ValueError(f"{what}: expected a plain identifier, got {value!r}")
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(host=str(self.socket_dir), dbname="postgres", user=SUPERUSER,
                              password=self.password, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
     def query(self, database: str, sql: str, params=()) -> list[tuple]:
