@@ -43,7 +43,7 @@ EDITIONS = ("student", "solutions")
 SITES = {"student": Path("_build/html"), "solutions": Path("_build/solutions/html")}
 _GRADER_PACKAGES = ("suites", "probes")
 _TEXT_SUFFIXES = {".py", ".ipynb", ".html", ".js", ".txt", ".md", ".json", ".toml", ".cfg", ".yml", ".yaml",
-                  ".css", ".svg", ".csv", ".xml", ".tex", ".bib", ""}
+                  ".css", ".svg", ".csv", ".xml", ".tex", ".bib", ".c", ".h", ""}
 _MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 
 _PYPROJECT = """\

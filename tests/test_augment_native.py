@@ -201,7 +201,8 @@ def test_native_cache_key_follows_source_and_flags(kernel, tmp_path, monkeypatch
     edited.write_bytes(_native.SOURCE.read_bytes() + b"\n/* edited */\n")
     monkeypatch.setattr(_native.KERNEL, "source", edited)
     _, path_edited = _native.build(tmp_path)
-    monkeypatch.setattr(_native_build, "FLAGS", (*_native_build.FLAGS, "-DTR_UNUSED=1"))
+    monkeypatch.setattr(_native_build, "FLAG_SETS",
+                        tuple((*flags, "-DTR_UNUSED=1") for flags in _native_build.FLAG_SETS))
     _, path_flags = _native.build(tmp_path)
     assert len({path, path_edited, path_flags}) == 3 and all(p.is_file() for p in (path_edited, path_flags))
 

@@ -5,7 +5,10 @@ The cache: folders are created 0700; a folder or a cached library owned by someo
 or a symbolic link is refused (never loaded, never written into), with one warning, and the torch path runs.
 The kernel: batch norm against the torch path of scratch/batchnorm.py (itself checked against
 torch.nn.functional.batch_norm in test_batchnorm.py), dropout's mask bit for bit against keep_mask, the same
-formula written with torch's integer operations.
+formula written with torch's integer operations, inter-channel LRN (values, first and second derivatives,
+tangents) against the torch path of scratch/lrn.py (itself checked against
+torch.nn.functional.local_response_norm in test_lrn.py and test_torch_opinfo.py). The kernels share
+torch's OpenMP threads (tricksref/_parallel.h): the library loads torch's own libgomp.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tricksref import _native_build
 from tricksref.scratch import _native
 from tricksref.scratch import batchnorm as sbn
 from tricksref.scratch import dropout as sdrop
+from tricksref.scratch import lrn as slrn
 
 POSIX = hasattr(os, "getuid")
 
@@ -82,7 +86,7 @@ def test_cache_refuses_everything_unsafe_with_one_warning_and_falls_back(fresh, 
     y = sbn.batch_norm(x, rm.clone(), rv.clone(), None, None, True, 0.1, 1e-5)
     warnings = [w for w in recwarn if w.category is RuntimeWarning]
     assert len(warnings) == 1 and "refused" in str(warnings[0].message)
-    assert "batch norm and dropout use their torch paths" in str(warnings[0].message)
+    assert "batch norm, dropout and LRN use their torch paths" in str(warnings[0].message)
     assert _native.library() is None  # no second warning, and the torch path ran:
     torch.testing.assert_close(y, F.batch_norm(x, rm, rv, training=True))
 
@@ -202,3 +206,96 @@ def test_dropout_kernel_threads_give_the_same_mask(kernel, monkeypatch):
     one = sdrop._forward_plain(x, 0.3, 42, False)
     monkeypatch.setattr(_native, "threads_for", lambda n: 3)
     assert all(torch.equal(a, b) for a, b in zip(one, sdrop._forward_plain(x, 0.3, 42, False), strict=True))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# LRN: the kernel against the torch path
+
+
+def _lrn_both(monkeypatch, x, g, size, beta, convention):
+    """(b, da, b under no_grad) with the kernel and with the torch path."""
+    out = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_native.ENV_SWITCH, switch)
+        xl = x.clone().requires_grad_()
+        b = slrn.local_response_norm(xl, size, 0.3, beta, 1.5, "inter", convention)
+        b.backward(g)
+        with torch.no_grad():
+            b_plain = slrn.local_response_norm(x, size, 0.3, beta, 1.5, "inter", convention)
+        out[switch] = (b.detach(), xl.grad, b_plain)
+    return out["1"], out["0"]
+
+
+@pytest.mark.parametrize("shape", [(8, 96, 27, 27), (3, 7, 5), (2, 5, 3, 4, 5), (2, 3, 300)])
+@pytest.mark.parametrize("size", [1, 2, 5, 6, 11])
+@pytest.mark.parametrize("convention", ["torch", "alexnet"])
+@pytest.mark.parametrize("beta", [0.75, 0.5, 0.6])
+def test_lrn_kernel_matches_the_torch_path(kernel, monkeypatch, shape, size, convention, beta):
+    gen = torch.Generator().manual_seed(sum(shape) + size)
+    x = torch.randn(shape, generator=gen) * 2  # alpha 0.3: s far from k, every tap matters
+    g = torch.randn(shape, generator=gen)
+    windows = ((1, size // 2, (size - 1) // 2 if convention == "torch" else size // 2),)
+    assert slrn._kernel_ok(x, windows, beta)
+    fast, plain = _lrn_both(monkeypatch, x, g, size, beta, convention)
+    for a, ref in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, ref, rtol=2e-6, atol=2e-6 * ref.abs().max().item())
+    torch.testing.assert_close(fast[0], fast[2], rtol=0, atol=0)  # with and without a graph: one kernel
+
+
+def test_lrn_kernel_is_used_and_left_where_it_cannot_run(kernel, monkeypatch):
+    calls = []
+    real = slrn._forward_kernel
+    monkeypatch.setattr(slrn, "_forward_kernel", lambda a, *rest: calls.append(a.shape) or real(a, *rest))
+    monkeypatch.setenv(_native.ENV_SWITCH, "1")
+    x = torch.randn(4, 6, 8, 8)
+    slrn.local_response_norm(x, 5, 1e-2, 0.75, 1.0, "inter", "torch")
+    slrn.local_response_norm(x.requires_grad_(), 5, 1e-2, 0.75, 1.0, "inter", "torch")
+    assert calls == [x.shape] * 2
+    for args in ((x.double(), 0.75, "inter"), (x.to(memory_format=torch.channels_last), 0.75, "inter"),
+                 (x, 1.0, "inter"), (x, 0.75, "intra")):  # float64, not contiguous, integer beta, intra
+        slrn.local_response_norm(args[0], 5, 1e-2, args[1], 1.0, args[2], "torch")
+    assert calls == [x.shape] * 2
+
+
+def test_lrn_kernel_threads_give_the_same_values(kernel, monkeypatch):
+    x = torch.randn(16, 40, 9, 11)
+    g = torch.randn_like(x)
+    windows = ((1, 2, 2),)
+    monkeypatch.setattr(_native, "threads_for", lambda n: 1)
+    one = slrn._forward_kernel(x, windows, 1e-2, 0.75, 1.0), slrn._backward_kernel(x, g, windows, 1e-2, 0.75,
+                                                                                     1.0)
+    monkeypatch.setattr(_native, "threads_for", lambda n: 3)
+    three = slrn._forward_kernel(x, windows, 1e-2, 0.75, 1.0), slrn._backward_kernel(x, g, windows, 1e-2,
+                                                                                       0.75, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(one, three, strict=True))
+
+
+def test_lrn_kernel_forward_keeps_second_derivatives_and_tangents(kernel, monkeypatch):
+    # the kernel's forward keeps no s: a gradient penalty and a jvp recompute it, and agree with the torch
+    # path
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 6, 4, 4, generator=gen)
+    t = torch.randn(2, 6, 4, 4, generator=gen)
+    res = {}
+    for switch in ("1", "0"):
+        monkeypatch.setenv(_native.ENV_SWITCH, switch)
+        xl = x.clone().requires_grad_()
+        b = slrn.local_response_norm(xl, 3, 0.5, 0.75, 1.0, "inter", "torch")
+        (gx,) = torch.autograd.grad(b.tanh().sum(), xl, create_graph=True)
+        (ggx,) = torch.autograd.grad(gx.pow(2).sum(), xl)
+        with torch.autograd.forward_ad.dual_level():
+            dual = torch.autograd.forward_ad.make_dual(x, t)
+            tangent = torch.autograd.forward_ad.unpack_dual(
+                slrn.local_response_norm(dual, 3, 0.5, 0.75, 1.0, "inter", "torch")).tangent
+        res[switch] = (gx.detach(), ggx, tangent)
+    for a, ref in zip(res["1"], res["0"], strict=True):
+        torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_share_torchs_openmp_runtime(kernel):
+    # built with OpenMP (gcc has it), and one libgomp in the process, torch's: the kernels run on torch's
+    # worker threads, not beside them
+    assert kernel.tr_openmp() == 1
+    with open("/proc/self/maps") as fh:
+        gomp = {line.split()[-1] for line in fh if "libgomp" in line}
+    assert len(gomp) == 1 and "torch" in next(iter(gomp)), f"OpenMP runtimes loaded: {sorted(gomp)}"

@@ -1,6 +1,6 @@
 """Build, cache and load tricksref's small C kernels: compiled on first use with the system C compiler,
 cached per user, loaded with ctypes. One machinery for every kernel: the colour ops
-(:mod:`tricksref.augment._native`) and the from-scratch batch norm and dropout
+(:mod:`tricksref.augment._native`) and the from-scratch batch norm, dropout and LRN
 (:mod:`tricksref.scratch._native`) each describe theirs with a :class:`NativeLibrary`.
 
 Why plain C files: the kernels need no Python C-API and no torch headers (a torch extension takes about a
@@ -11,8 +11,12 @@ Settled here:
 * Switch: the environment variable ``TRICKSREF_NATIVE=0`` (read at every call) sends every op to its torch
   path; so does a CUDA tensor, an unsupported dtype, or a kernel that could not be built.
 * Compiler: ``$CC`` if set, else Python's own (``sysconfig``'s ``CC``), else ``cc``; the first that is on the
-  PATH. Flags: :data:`FLAGS`, first with :data:`MACHINE_FLAGS` (``-march=native``: AVX2/FMA where the CPU has
-  them), then without them where the compiler refuses those.
+  PATH. Flags: :data:`FLAGS`, first with :data:`OPENMP_FLAGS` and :data:`MACHINE_FLAGS` (``-march=native``:
+  AVX2/FMA where the CPU has them), then without each where the compiler refuses it.
+* Threads: every source is compiled after ``_parallel.h`` (:data:`PRELUDE`), whose ``tr_parallel_for``
+  runs on OpenMP's thread pool where the compiler has OpenMP. The library then needs ``libgomp.so.1``, the
+  soname of the copy inside the torch wheel, which torch has loaded by then: the kernels share torch's
+  worker threads instead of competing with them (see ``_parallel.h``). Without OpenMP, pthreads.
 * Cache: ``$XDG_CACHE_HOME/tricksref/native`` (default ``~/.cache/tricksref/native``), else a per-user
   folder in the temporary directory, ``tricksref-<uid>/native``. One file per key, the key a hash of the
   source, the compiler command, the flags and the machine (architecture, OS and, for ``-march=native``, the
@@ -46,7 +50,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ENV_SWITCH", "FLAGS", "MACHINE_FLAGS", "NativeLibrary", "UnsafeCacheError", "enabled",
+__all__ = ["ENV_SWITCH", "FLAGS", "MACHINE_FLAGS", "OPENMP_FLAGS", "FLAG_SETS", "PRELUDE", "NativeLibrary",
+           "UnsafeCacheError", "enabled",
            "cache_dir", "fallback_cache_dir", "compilers"]
 
 ENV_SWITCH = "TRICKSREF_NATIVE"
@@ -55,6 +60,12 @@ ENV_SWITCH = "TRICKSREF_NATIVE"
 FLAGS = ("-O3", "-std=c99", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared",
          "-pthread")
 MACHINE_FLAGS = ("-march=native",)
+OPENMP_FLAGS = ("-fopenmp",)
+#: put in front of every kernel's source: tr_parallel_for
+PRELUDE = Path(__file__).with_name("_parallel.h")
+#: the flag sets tried in order: the first the compiler accepts is built
+FLAG_SETS = ((*FLAGS, *OPENMP_FLAGS, *MACHINE_FLAGS), (*FLAGS, *OPENMP_FLAGS), (*FLAGS, *MACHINE_FLAGS),
+             FLAGS)
 LIBS = ("-lm",)
 #: seconds a compilation may take before it counts as a failure
 BUILD_TIMEOUT = 120.0
@@ -207,7 +218,9 @@ class NativeLibrary:
               ) -> tuple[ctypes.CDLL, Path]:
         """Build (or find in the cache) and load the kernel; return ``(library, path)``. Raises RuntimeError
         with the compiler's message, or with why each cache folder was refused, when nothing loads."""
-        source = self.source.read_bytes()
+        # the prelude, then the kernel, with its own file name and line numbers in the compiler's messages
+        source = (PRELUDE.read_bytes() + f'\n#line 1 "{self.source.name}"\n'.encode()
+                  + self.source.read_bytes())
         candidates = [compiler] if compiler is not None else compilers()
         found = [c for c in candidates if shutil.which(c[0])]
         if not found:
@@ -220,7 +233,7 @@ class NativeLibrary:
         self.state["refused"] = refused = []
         refused_folders: set[Path] = set()
         for cmd in found:
-            for flags in ((*FLAGS, *MACHINE_FLAGS), FLAGS):
+            for flags in FLAG_SETS:
                 name = f"{self.name}-{_key(source, cmd, flags, self.abi_version)}.so"
                 for folder, owned in folders:
                     if folder in refused_folders:

@@ -5,8 +5,8 @@
  * Why C: the torch path makes ~28 passes over the whole batch and ~300 torch calls per ColorJitter call;
  * here each image (3 x 32 x 32 floats = 12 KB) is loaded once into a float buffer that stays in L1, all
  * its ops run on it in that image's order, and it is stored once. No Python, no torch headers: the loader
- * (_native.py) compiles this file with the system C compiler and calls it through ctypes with the data
- * pointers of contiguous CPU tensors.
+ * (_native.py) compiles this file, after tricksref/_parallel.h (tr_parallel_for), with the system C
+ * compiler and calls it through ctypes with the data pointers of contiguous CPU tensors.
  *
  * Arithmetic: float32, op for op the torch path of color.py (torchvision v2 semantics), with fmaf exactly
  * where torch's AVX2 kernels fuse (add with alpha, addcmul) and no other contraction (-ffp-contract=off), so
@@ -23,7 +23,6 @@
  */
 
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,27 +168,25 @@ typedef struct {
     const void *x;
     void *out;
     int u8;
-    int64_t first, last, channels, hw;
+    int64_t channels, hw;
     const int64_t *order;
     int64_t order_stride, rounds;
     const float *factor[4];
-    int status;
 } job_t;
 
-static void *run_job(void *arg)
+/* images first .. last - 1; 1 when the buffer could not be allocated */
+static int color_range(void *arg, int64_t first, int64_t last)
 {
-    job_t *job = (job_t *)arg;
+    const job_t *job = (const job_t *)arg;
     const int64_t n = job->channels * job->hw;
     float *buf = NULL;
     if (job->u8 && n > 0) {
         buf = (float *)malloc((size_t)n * sizeof(float));
-        if (!buf) {
-            job->status = 1;
-            return NULL;
-        }
+        if (!buf)
+            return 1;
     }
     const float bound = job->u8 ? 255.0f : 1.0f;
-    for (int64_t i = job->first; i < job->last; i++) {
+    for (int64_t i = first; i < last; i++) {
         if (job->u8) {
             const uint8_t *src = (const uint8_t *)job->x + i * n;
             for (int64_t p = 0; p < n; p++)
@@ -219,7 +216,7 @@ static void *run_job(void *arg)
     }
     if (job->u8)
         free(buf);
-    return NULL;
+    return 0;
 }
 
 int tr_abi_version(void) { return TR_ABI_VERSION; }
@@ -238,32 +235,7 @@ int tr_color_ops(const void *x, void *out, int u8, int64_t batch, int64_t channe
                  const float *brightness_f, const float *contrast_f, const float *saturation_f,
                  const float *hue_f, int64_t threads)
 {
-    enum { MAX_THREADS = 256 };
-    job_t jobs[MAX_THREADS];
-    pthread_t tid[MAX_THREADS];
-    int started[MAX_THREADS];
-    if (threads > batch)
-        threads = batch;
-    if (threads > MAX_THREADS)
-        threads = MAX_THREADS;
-    if (threads < 1)
-        threads = 1;
-    for (int64_t t = 0; t < threads; t++) {
-        job_t job = {x, out, u8, batch * t / threads, batch * (t + 1) / threads, channels, hw,
-                     order, order_stride, rounds, {brightness_f, contrast_f, saturation_f, hue_f}, 0};
-        jobs[t] = job;
-    }
-    /* the calling thread takes the first block; a thread that cannot start runs its block here */
-    for (int64_t t = 1; t < threads; t++)
-        started[t] = pthread_create(&tid[t], NULL, run_job, &jobs[t]) == 0;
-    run_job(&jobs[0]);
-    int status = jobs[0].status;
-    for (int64_t t = 1; t < threads; t++) {
-        if (started[t])
-            pthread_join(tid[t], NULL);
-        else
-            run_job(&jobs[t]);
-        status |= jobs[t].status;
-    }
-    return status;
+    job_t job = {x, out, u8, channels, hw, order, order_stride, rounds,
+                 {brightness_f, contrast_f, saturation_f, hue_f}};
+    return tr_parallel_for(batch, threads, color_range, &job);
 }

@@ -1,5 +1,5 @@
-"""The fused CPU kernels of the from-scratch batch norm and dropout (``_kernels.c``), built, cached and loaded
-by the machinery every tricksref kernel shares (:mod:`tricksref._native_build`: the switch
+"""The fused CPU kernels of the from-scratch batch norm, dropout and LRN (``_kernels.c``), built, cached and
+loaded by the machinery every tricksref kernel shares (:mod:`tricksref._native_build`: the switch
 ``TRICKSREF_NATIVE=0``, the compiler, the per-user cache and its checks, one warning on failure).
 
 Here: the ctypes signatures, and :func:`usable`, which says whether a tensor can go to the kernel.
@@ -19,7 +19,7 @@ __all__ = ["ENV_SWITCH", "KERNEL", "enabled", "library", "build", "usable", "thr
 
 SOURCE = Path(__file__).with_name("_kernels.c")
 #: must match TR_ABI_VERSION in _kernels.c
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: values per thread at least: below this a thread costs more than it saves
 GRAIN = 1 << 15
 
@@ -35,11 +35,17 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.tr_dropout.argtypes = [ptr, ptr, ptr, i64, u64, u64, c_int, ctypes.c_float, i64]
     lib.tr_apply_mask.restype = c_int
     lib.tr_apply_mask.argtypes = [ptr, ptr, ptr, i64, ctypes.c_float, i64]
+    f32 = ctypes.c_float
+    lib.tr_lrn_forward.restype = c_int
+    lib.tr_lrn_forward.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, f32, f32, f32, c_int, i64]
+    lib.tr_lrn_backward.restype = c_int
+    lib.tr_lrn_backward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, f32, f32, f32, c_int, i64]
 
 
 KERNEL = _native_build.NativeLibrary(
-    "scratch", SOURCE, ABI_VERSION, _declare, what="tricksref: the native batch-norm and dropout kernel",
-    fallback="batch norm and dropout use their torch paths")
+    "scratch", SOURCE, ABI_VERSION, _declare,
+    what="tricksref: the native batch-norm, dropout and LRN kernel",
+    fallback="batch norm, dropout and LRN use their torch paths")
 
 
 def build(directory: Path | None = None, compiler: list[str] | None = None) -> tuple[ctypes.CDLL, Path]:

@@ -211,6 +211,7 @@ class _BatchNormFunction(torch.autograd.Function):
         x, weight, bias, _, _, training, _, eps = inputs
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
+        ctx.set_materialize_grads(False)  # no zero grads made for mean and rstd
         ctx.training, ctx.eps = training, eps
         ctx.dtypes = (None if weight is None else weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(x, weight, mean, rstd)
@@ -218,6 +219,8 @@ class _BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g, _mean, _rstd):
+        if g is None:
+            return None, None, None, None, None, None, None, None
         x, weight, mean, rstd = ctx.saved_tensors
         need_dx, need_dw, need_db = ctx.needs_input_grad[:3]
         w_dtype, b_dtype = ctx.dtypes

@@ -124,6 +124,7 @@ class _DropoutFunction(torch.autograd.Function):
         x, p, _, _, inplace = inputs
         _, keep = output
         ctx.mark_non_differentiable(keep)
+        ctx.set_materialize_grads(False)  # else autograd fills a full-size zero grad for keep
         if inplace:
             ctx.mark_dirty(x)
         ctx.p = p
@@ -133,6 +134,8 @@ class _DropoutFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, _):
         (keep,) = ctx.saved_tensors
+        if g is None:
+            return None, None, None, None, None
         if ctx.p == 1.0:  # 0 rather than g * 0 = NaN for an inf g: p = 1 must give zero gradients
             return torch.zeros_like(g), None, None, None, None
         return _apply(g, keep, 1.0 / (1.0 - ctx.p)), None, None, None, None
@@ -140,6 +143,8 @@ class _DropoutFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, dx, *_):
         (keep,) = ctx.saved_tensors
+        if dx is None:
+            return None, None
         dy = torch.zeros_like(dx) if ctx.p == 1.0 else _apply(dx, keep, 1.0 / (1.0 - ctx.p))
         return dy, None
 
