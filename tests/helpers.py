@@ -28,3 +28,16 @@ def processes_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def built_kernel(native):
+    """The kernel of a tricksref native module (``tricksref.augment._native``, ``tricksref.scratch._native``)
+    as this process builds it: skips the test only where no C compiler exists, fails it where one does."""
+    import pytest
+
+    if native.library() is None:
+        error = native.KERNEL.state["error"] or ""
+        if "no C compiler found" in error:
+            pytest.skip(error)
+        pytest.fail(f"a C compiler is here, yet the kernel did not build: {error}")
+    return native.library()

@@ -16,6 +16,7 @@ import stat
 
 import pytest
 import torch
+from helpers import built_kernel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,11 +34,7 @@ F32_TOL = 2e-6
 @pytest.fixture
 def kernel():
     """The kernel as the library builds it for this process; skipped only where no C compiler exists."""
-    if _native.library() is None:
-        if "no C compiler found" in (_native.KERNEL.state["error"] or ""):
-            pytest.skip(_native.KERNEL.state["error"])
-        pytest.fail(f"a C compiler is here, yet the kernel did not build: {_native.KERNEL.state['error']}")
-    return _native.library()
+    return built_kernel(_native)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import stat
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import built_kernel
 
 from tricksref import _native_build
 from tricksref.scratch import _native
@@ -32,11 +33,7 @@ POSIX = hasattr(os, "getuid")
 @pytest.fixture
 def kernel():
     """The scratch kernel as this process builds it; skipped only where no C compiler exists."""
-    if _native.library() is None:
-        if "no C compiler found" in (_native.KERNEL.state["error"] or ""):
-            pytest.skip(_native.KERNEL.state["error"])
-        pytest.fail(f"a C compiler is here, yet the kernel did not build: {_native.KERNEL.state['error']}")
-    return _native.library()
+    return built_kernel(_native)
 
 
 @pytest.fixture
