@@ -54,7 +54,7 @@ postgres:
 			apt-get install -y -qq postgresql; fi
 
 lint: venv
-	$(BIN)/ruff check tricksref grader tests benchmarks
+	$(BIN)/ruff check tricksref grader tests benchmarks book
 
 ## bench: the timing scripts; each prints median ratios against its baseline, measured in the same run
 bench: venv

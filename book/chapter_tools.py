@@ -35,7 +35,8 @@ def cpu_model() -> str:
 
 def machine() -> str:
     """The CPU's name and how many cores it has, for a chapter's evidence line."""
-    return f"{cpu_model()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch thread(s) per process"
+    return (f"{cpu_model()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch thread(s) per "
+            f"process")
 
 
 def run_parallel(fn: Callable, tasks: Sequence, workers: int | None = None) -> list:
