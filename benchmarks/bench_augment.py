@@ -209,6 +209,10 @@ def main() -> None:
                         help="cpu, cuda (repeatable; default: cpu, and cuda when there is one)")
     args = parser.parse_args()
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for d in devices:
+        if torch.device(d).type == "cuda" and not torch.cuda.is_available():
+            parser.error(f"--device {d}: no CUDA device is available to this torch ({torch.__version__}, "
+                         f"built with CUDA {torch.version.cuda})")
     default_threads = torch.get_num_threads()
 
     print(f"# bench_augment: torch {torch.__version__}, Pillow {Image.__version__}, Python "

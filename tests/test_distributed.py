@@ -123,20 +123,40 @@ def test_distributed_true_without_a_process_group_is_an_error():
         fit(make_model(), (x, y), epochs=1, distributed=True, progress=False)
 
 
-@pytest.mark.slow
-def test_distributed_torchrun_entry_point_matches_one_process(tmp_path):
-    """The documented launch, ``torchrun --standalone --nproc_per_node=2 -m tricksref.train``, end to end."""
+def _torchrun_matches_one_process(tmp_path, extra=(), atol=1e-6):
+    """``torchrun --standalone --nproc_per_node=2 -m tricksref.train ARGS`` against one process with ARGS."""
     from tricksref.train import main
 
     args = ["--model", "alexnet", "--no-batchnorm", "--dropout", "0", "--dtype", "float64", "--limit", "45",
-            "--batch-size", "15", "--epochs", "1", "--size", "16", "--threads", "1", "--no-progress"]
+            "--batch-size", "15", "--epochs", "1", "--size", "16", "--threads", "1", "--no-progress", *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
            "-m", "tricksref.train", *args, "--save", str(tmp_path / "two.pt")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{WORLD} processes" in proc.stdout
     main([*args, "--save", str(tmp_path / "one.pt")])
-    two = torch.load(tmp_path / "two.pt", weights_only=True)
-    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True, map_location="cpu")
+    one = torch.load(tmp_path / "one.pt", weights_only=True, map_location="cpu")
     for k, v in one.items():
-        torch.testing.assert_close(two[k], v, rtol=0, atol=1e-6)
+        torch.testing.assert_close(two[k], v, rtol=0, atol=atol)
+
+
+@pytest.mark.slow
+def test_distributed_torchrun_entry_point_matches_one_process(tmp_path):
+    """The documented launch, ``torchrun --standalone --nproc_per_node=2 -m tricksref.train``, end to end."""
+    _torchrun_matches_one_process(tmp_path)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_distributed_torchrun_two_processes_share_one_gpu(tmp_path):
+    """Both processes on cuda:0 with gloo, which reduces CUDA tensors too (nccl refuses two ranks on one GPU):
+    DDP on CUDA gives the one-process weights."""
+    _torchrun_matches_one_process(tmp_path, ["--device", "cuda:0", "--backend", "gloo"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < WORLD, reason=f"fewer than {WORLD} CUDA devices")
+def test_distributed_torchrun_nccl_one_gpu_per_process(tmp_path):
+    """The default launch on a machine with a GPU per process: nccl, each process on cuda:LOCAL_RANK."""
+    _torchrun_matches_one_process(tmp_path)

@@ -503,6 +503,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=None, help="the model's dropout (default: its own)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda:LOCAL_RANK or cpu)")
+    p.add_argument("--backend", choices=("gloo", "nccl"), default=None,
+                   help="under torchrun: the process group's backend (default: nccl with CUDA, else gloo); "
+                        "gloo lets several processes share one GPU, which nccl refuses")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
     p.add_argument("--seed", type=int, default=0, help="seeds the model's initial weights and fit")
     p.add_argument("--save", default=None, help="write the trained state_dict here (process 0)")
@@ -531,7 +534,7 @@ def main(argv=None) -> History:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rank, world = init_distributed()
+    rank, world = init_distributed(args.backend)
     from .data import load_digits
 
     data = load_digits(size=args.size)
