@@ -28,6 +28,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HTML_DIR = ROOT / "_build" / "html"
 SCREENSHOT_DIR = ROOT / "_build" / "screenshots"
+#: the front matter of a MyST notebook chapter, for the tiny books the site tests build
+MYST_FRONT_MATTER = """\
+---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+"""
 
 #: the command `make site` runs (Makefile), from the venv that runs the tests
 BUILD_ARGS = ["build", ".", "--warningiserror", "--keep-going"]

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from site_helpers import (
     HTML_DIR,
+    MYST_FRONT_MATTER,
     ROOT,
     SCREENSHOT_DIR,
     answer_cells,
@@ -114,17 +115,7 @@ def solutions_url(solutions_site):
 # the build fails on a raising cell and on any warning
 
 
-TINY_CHAPTER = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
+TINY_CHAPTER = MYST_FRONT_MATTER + """
 
 # A tiny chapter
 

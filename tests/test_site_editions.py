@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from site_helpers import (
+    MYST_FRONT_MATTER,
     ROOT,
     answer_cells,
     answer_only_names,
@@ -38,20 +39,7 @@ import editions  # noqa: E402
 
 pytestmark = [pytest.mark.site, pytest.mark.timeout(900)]
 
-FRONT = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-"""
-
-CHAPTER = FRONT + """
+CHAPTER = MYST_FRONT_MATTER + """
 (sec-tagged)=
 # A chapter with an answer
 

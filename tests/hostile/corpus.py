@@ -357,6 +357,15 @@ def _garbage(assignment: str, kind: str) -> dict[str, str]:
                              for gid in SIGNATURES[assignment]})
 
 
+def _dropout_via(call: str) -> dict[str, str]:
+    """dropout: the forward through ``call`` (torch's dropout, however it is reached), the mask read off its
+    output, and the backward that mask gives."""
+    return {"dropout_forward": f"""
+            out = {call}(x, p, training)
+            return out, (out != 0) if training else None""",
+            "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"}
+
+
 def _autograd_backward(grad: str, head: str = "") -> dict[str, str]:
     """batchnorm: the correct forward keeping its inputs as the cache, and a backward that runs it again and
     asks ``grad`` (an autograd function, however it is named) for the gradients."""
@@ -398,43 +407,25 @@ SCORING = [
         threading.Thread(target=_forge, daemon=True).start()
         """), "return a.clone()"),
     hack("guard_removal", "dropout: takes the guard out of the grader's modules, then calls F.dropout",
-         each("dropout", {"dropout_forward": """
-            out = torch.nn.functional.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"},
+         each("dropout", _dropout_via("torch.nn.functional.dropout"),
               head="import sys\nsys.modules['grader.guards'].uninstall('dropout')"),
-         each("dropout", {"dropout_forward": """
-            out = torch.nn.functional.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"}),
+         each("dropout", _dropout_via("torch.nn.functional.dropout")),
          assignment="dropout"),
     # only the source check stops this one: code that can reach torch's private API in the sandbox could pop
     # any guard kept in the process, so the rules refuse that API (underscore attributes) before it runs
     hack("pop_guard_modes", "dropout: pops torch's function and dispatch modes, then calls F.dropout",
-         each("dropout", {"dropout_forward": """
-            out = torch.nn.functional.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"},
+         each("dropout", _dropout_via("torch.nn.functional.dropout"),
               head="""
             import torch.utils._python_dispatch as D
             while torch._C._len_torch_function_stack():
                 torch._C._pop_torch_function_stack()
             while D._len_torch_dispatch_stack():
                 D._pop_mode()"""),
-         each("dropout", {"dropout_forward": """
-            out = torch.nn.functional.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"}),
+         each("dropout", _dropout_via("torch.nn.functional.dropout")),
          assignment="dropout", raw=None),
     hack("vf_dropout", "dropout: torch._VF.dropout, the kernel behind F.dropout",
-         each("dropout", {"dropout_forward": """
-            out = torch._VF.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"}),
-         each("dropout", {"dropout_forward": """
-            out = torch.nn.functional.dropout(x, p, training)
-            return out, (out != 0) if training else None""",
-                          "dropout_backward": "return dout if mask is None else dout * mask / (1 - p)"}),
+         each("dropout", _dropout_via("torch._VF.dropout")),
+         each("dropout", _dropout_via("torch.nn.functional.dropout")),
          assignment="dropout"),
     hack("aten_batch_norm", "batchnorm: torch.ops.aten.native_batch_norm and its backward",
          each("batchnorm", {"batchnorm_forward": """

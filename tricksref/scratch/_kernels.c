@@ -208,21 +208,9 @@ int tr_bn_forward(const float *x, float *y, int64_t N, int64_t C, int64_t L, con
                   const float *bias, int training, const float *mean_in, const float *rstd_in, double eps,
                   float *mean_out, float *var_out, float *rstd_out, int64_t threads)
 {
-    struct bn_args a = {0};
-    a.x = x;
-    a.y = y;
-    a.N = N;
-    a.C = C;
-    a.L = L;
-    a.weight = weight;
-    a.bias = bias;
-    a.training = training;
-    a.mean_in = mean_in;
-    a.rstd_in = rstd_in;
-    a.eps = eps;
-    a.mean = mean_out;
-    a.var = var_out;
-    a.rstd = rstd_out;
+    struct bn_args a = {.x = x, .y = y, .N = N, .C = C, .L = L, .weight = weight, .bias = bias,
+        .training = training, .mean_in = mean_in, .rstd_in = rstd_in, .eps = eps, .mean = mean_out,
+        .var = var_out, .rstd = rstd_out};
     return tr_parallel_for(C, threads, bn_forward_range, &a);
 }
 
@@ -231,19 +219,8 @@ int tr_bn_backward(const float *x, const float *g, float *dx, int64_t N, int64_t
                    const float *weight, const float *mean, const float *rstd, int training, float *sum_g,
                    float *sum_gxhat, int64_t threads)
 {
-    struct bn_args a = {0};
-    a.x = x;
-    a.g = g;
-    a.dx = dx;
-    a.N = N;
-    a.C = C;
-    a.L = L;
-    a.weight = weight;
-    a.mean_in = mean;
-    a.rstd_in = rstd;
-    a.training = training;
-    a.sum_g = sum_g;
-    a.sum_gxhat = sum_gxhat;
+    struct bn_args a = {.x = x, .g = g, .dx = dx, .N = N, .C = C, .L = L, .weight = weight,
+        .mean_in = mean, .rstd_in = rstd, .training = training, .sum_g = sum_g, .sum_gxhat = sum_gxhat};
     return tr_parallel_for(C, threads, bn_backward_range, &a);
 }
 
@@ -331,15 +308,8 @@ int tr_dropout(const float *x, float *y, uint8_t *keep, int64_t n, uint64_t seed
 {
     if (bits != 8 && bits != 32)
         return 1;
-    struct dropout_args a;
-    a.x = x;
-    a.y = y;
-    a.keep = keep;
-    a.n = n;
-    a.seed = seed;
-    a.threshold = threshold;
-    a.bits = bits;
-    a.scale = scale;
+    struct dropout_args a = {.x = x, .y = y, .keep = keep, .n = n, .seed = seed, .threshold = threshold,
+        .bits = bits, .scale = scale};
     int64_t per = 64 / bits;
     return tr_parallel_for((n + per - 1) / per, threads, dropout_range, &a);
 }
@@ -366,11 +336,7 @@ static int apply_mask_range(void *p, int64_t i0, int64_t i1)
 
 int tr_apply_mask(const float *g, const uint8_t *keep, float *dx, int64_t n, float scale, int64_t threads)
 {
-    struct mask_args a;
-    a.g = g;
-    a.keep = keep;
-    a.dx = dx;
-    a.scale = scale;
+    struct mask_args a = {.g = g, .keep = keep, .dx = dx, .scale = scale};
     return tr_parallel_for(n, n < (1 << 16) ? 1 : threads, apply_mask_range, &a);
 }
 
@@ -543,19 +509,9 @@ static int lrn_run(const float *a, const float *g, float *out, int64_t N, int64_
                    int64_t before, int64_t after, float alpha, float beta, float k, int beta_kind,
                    int64_t threads, tr_range_fn fn)
 {
-    struct lrn_args args;
-    args.a = a;
-    args.g = g;
-    args.out = out;
-    args.C = C;
-    args.L = L;
-    args.before = before;
-    args.after = after;
-    args.blocks = (L + LRN_BLOCK - 1) / LRN_BLOCK;
-    args.alpha = alpha;
-    args.beta = beta;
-    args.k = k;
-    args.beta_kind = beta_kind;
+    struct lrn_args args = {.a = a, .g = g, .out = out, .C = C, .L = L, .before = before, .after = after,
+        .blocks = (L + LRN_BLOCK - 1) / LRN_BLOCK, .alpha = alpha, .beta = beta, .k = k,
+        .beta_kind = beta_kind};
     return tr_parallel_for(N * args.blocks, threads, fn, &args);
 }
 
